@@ -1,0 +1,134 @@
+// Command oslogo is the oslogo CLI: RPC calls and casts, notifications,
+// example servers, the demo and the embedded broker, in one binary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand. Each lives in its own file and registers
+// itself from init, so adding one never touches this file.
+type command struct {
+	name    string
+	summary string
+	// run parses args (everything after the command name) and does the work.
+	// A returned *exitError sets the exit code; any other error exits 1.
+	run func(ctx context.Context, env *cmdEnv, args []string) error
+}
+
+// cmdEnv is what a command may touch of the outside world; tests swap it.
+type cmdEnv struct {
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// exitError carries an exit code and a one-line message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+var commands = map[string]*command{}
+
+func register(c *command) {
+	if _, dup := commands[c.name]; dup {
+		panic("oslogo: command registered twice: " + c.name)
+	}
+	commands[c.name] = c
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: oslogo <command> [flags] [args]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'oslogo <command> --help' for a command's flags.")
+}
+
+// runMain runs the CLI and returns the process exit code.
+func runMain(ctx context.Context, env *cmdEnv, args []string) int {
+	if len(args) == 0 {
+		usage(env.stderr)
+		return 2
+	}
+	name := args[0]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(env.stdout)
+		return 0
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(env.stderr, "oslogo: unknown command %q (run 'oslogo --help')\n", name)
+		return 2
+	}
+	err := c.run(ctx, env, args[1:])
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if msg := strings.TrimSpace(err.Error()); msg != "" {
+		fmt.Fprintf(env.stderr, "oslogo %s: %s\n", name, msg)
+	}
+	return code
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runMain(ctx, &cmdEnv{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// newFlagSet returns a flag set whose errors are returned, not printed
+// with a stack of usage text, and whose --help prints the flags.
+func newFlagSet(env *cmdEnv, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("oslogo "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fs.SetOutput(env.stdout)
+		fmt.Fprintf(env.stdout, "usage: oslogo %s %s\n\nflags:\n", name, synopsis)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
+// parseFlags parses args, turning --help into flag.ErrHelp after printing
+// usage and any other problem into a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		return &exitError{code: 2, err: err}
+	}
+	return nil
+}
