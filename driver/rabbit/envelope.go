@@ -1,0 +1,577 @@
+package rabbit
+
+import (
+	"bytes"
+	"compress/bzip2"
+	"compress/zlib"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"oslogo/driver"
+)
+
+// Wire constants of oslo.messaging's message format 2.0.
+const (
+	envelopeVersion = "2.0"
+	contentType     = "application/json"
+	contentEncoding = "utf-8"
+	contextPrefix   = "_context_"
+	compressZlib    = "application/x-gzip" // kombu's name; the data is zlib (RFC 1950)
+	compressBzip2   = "application/x-bz2"
+)
+
+// maxBodySize bounds a decompressed body, so a small compressed message
+// cannot expand without limit.
+const maxBodySize = 256 << 20
+
+// errMalformed marks a message that cannot be decoded; it is rejected
+// without requeue, as oslo does.
+var errMalformed = errors.New("rabbit: malformed message")
+
+// newHexID returns uuid4().hex: 32 lower-case hex digits.
+func newHexID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return hex.EncodeToString(b[:])
+}
+
+// NewMessageID returns str(uuid4()): the dashed form oslo uses for
+// notification message_id.
+func NewMessageID() string {
+	h := newHexID()
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// PythonTimestamp formats t as Python's str(datetime.utcnow()): a space
+// separator and no fraction when the microseconds are zero.
+func PythonTimestamp(t time.Time) string {
+	t = t.UTC()
+	if t.Nanosecond()/1000 == 0 {
+		return t.Format("2006-01-02 15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05.000000")
+}
+
+// envelope wraps an inner message (ASCII JSON) in the 2.0 envelope.
+func envelope(inner []byte) []byte {
+	out := make([]byte, 0, len(inner)+len(inner)/8+48)
+	out = append(out, `{"oslo.version": "2.0", "oslo.message": `...)
+	out = appendPyString(out, string(inner))
+	return append(out, '}')
+}
+
+func appendKey(dst []byte, first bool, key string) []byte {
+	if !first {
+		dst = append(dst, ',', ' ')
+	}
+	dst = appendPyString(dst, key)
+	return append(dst, ':', ' ')
+}
+
+// appendContext writes the flattened _context_* keys, sorted for
+// determinism (order is irrelevant to parsers).
+func appendContext(dst []byte, ctx map[string]any) ([]byte, error) {
+	keys := make([]string, 0, len(ctx))
+	for k := range ctx {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, err := pyMarshal(ctx[k])
+		if err != nil {
+			return dst, fmt.Errorf("rabbit: context key %q: %w", k, err)
+		}
+		dst = appendKey(dst, false, contextPrefix+k)
+		dst = append(dst, v...)
+	}
+	return dst, nil
+}
+
+// callInfo is what a call adds to a request.
+type callInfo struct {
+	msgID   string
+	replyQ  string
+	monitor time.Duration // call-monitor timeout; 0 writes null
+}
+
+// encodeRequest builds the enveloped body of an RPC request, with the keys
+// in Python's order.
+func encodeRequest(req *driver.Request, call *callInfo, uniqueID string) ([]byte, error) {
+	b := make([]byte, 0, 256+len(req.Args))
+	b = append(b, '{')
+	b = appendKey(b, true, "method")
+	b = appendPyString(b, req.Method)
+	b = appendKey(b, false, "args")
+	if len(bytes.TrimSpace(req.Args)) == 0 {
+		b = append(b, '{', '}')
+	} else {
+		args := bytes.TrimSpace(req.Args)
+		if args[0] != '{' {
+			return nil, errors.New("rabbit: request args must be a JSON object")
+		}
+		var err error
+		if b, err = appendPyJSON(b, args); err != nil {
+			return nil, err
+		}
+	}
+	if req.Namespace != "" {
+		b = appendKey(b, false, "namespace")
+		b = appendPyString(b, req.Namespace)
+	}
+	if req.Version != "" {
+		b = appendKey(b, false, "version")
+		b = appendPyString(b, req.Version)
+	}
+	if call != nil {
+		b = appendKey(b, false, "_msg_id")
+		b = appendPyString(b, call.msgID)
+		b = appendKey(b, false, "_reply_q")
+		b = appendPyString(b, call.replyQ)
+		b = appendKey(b, false, "_timeout")
+		if call.monitor > 0 {
+			b = append(b, pyFloatSeconds(call.monitor.Seconds())...)
+		} else {
+			b = append(b, "null"...)
+		}
+	}
+	b = appendKey(b, false, "_unique_id")
+	b = appendPyString(b, uniqueID)
+	b, err := appendContext(b, req.Context)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, '}')
+	return envelope(b), nil
+}
+
+// encodeFailure serialises a failure as oslo does: a JSON object that the
+// reply then carries as a string.
+func encodeFailure(f *driver.Failure) ([]byte, error) {
+	tb := f.Traceback
+	if tb == nil {
+		tb = []string{}
+	}
+	args := f.Args
+	if args == nil {
+		args = []any{}
+	}
+	kwargs := f.Kwargs
+	if kwargs == nil {
+		kwargs = map[string]any{}
+	}
+	b := []byte{'{'}
+	b = appendKey(b, true, "class")
+	b = appendPyString(b, f.Class)
+	b = appendKey(b, false, "module")
+	b = appendPyString(b, f.Module)
+	b = appendKey(b, false, "message")
+	b = appendPyString(b, f.Message)
+	for _, kv := range []struct {
+		k string
+		v any
+	}{{"tb", tb}, {"args", args}, {"kwargs", kwargs}} {
+		v, err := pyMarshal(kv.v)
+		if err != nil {
+			return nil, fmt.Errorf("rabbit: failure %s: %w", kv.k, err)
+		}
+		b = appendKey(b, false, kv.k)
+		b = append(b, v...)
+	}
+	return append(b, '}'), nil
+}
+
+// encodeReply builds an enveloped reply; r == nil with ending false is a
+// call-monitor heartbeat.
+func encodeReply(r *driver.Reply, ending bool, msgID, uniqueID string) ([]byte, error) {
+	b := make([]byte, 0, 160)
+	b = append(b, '{')
+	b = appendKey(b, true, "result")
+	var failure []byte
+	if r != nil && r.Failure != nil {
+		var err error
+		if failure, err = encodeFailure(r.Failure); err != nil {
+			return nil, err
+		}
+		b = append(b, "null"...)
+	} else if r != nil && len(bytes.TrimSpace(r.Result)) > 0 {
+		var err error
+		if b, err = appendPyJSON(b, r.Result); err != nil {
+			return nil, err
+		}
+	} else {
+		b = append(b, "null"...)
+	}
+	b = appendKey(b, false, "failure")
+	if failure != nil {
+		b = appendPyString(b, string(failure))
+	} else {
+		b = append(b, "null"...)
+	}
+	b = appendKey(b, false, "ending")
+	b = strconv.AppendBool(b, ending)
+	b = appendKey(b, false, "_msg_id")
+	b = appendPyString(b, msgID)
+	b = appendKey(b, false, "_unique_id")
+	b = appendPyString(b, uniqueID)
+	b = append(b, '}')
+	return envelope(b), nil
+}
+
+// encodeNotification builds a notification body: the raw dict of the
+// "messaging" driver, or the 2.0 envelope of "messagingv2".
+func encodeNotification(n *driver.Notification, enveloped bool, uniqueID string) ([]byte, error) {
+	b := make([]byte, 0, 256+len(n.Payload))
+	b = append(b, '{')
+	b = appendKey(b, true, "message_id")
+	b = appendPyString(b, n.MessageID)
+	b = appendKey(b, false, "publisher_id")
+	b = appendPyString(b, n.PublisherID)
+	b = appendKey(b, false, "event_type")
+	b = appendPyString(b, n.EventType)
+	b = appendKey(b, false, "priority")
+	b = appendPyString(b, strings.ToUpper(n.Priority))
+	b = appendKey(b, false, "payload")
+	var err error
+	if b, err = appendPyJSON(b, n.Payload); err != nil {
+		return nil, err
+	}
+	b = appendKey(b, false, "timestamp")
+	b = appendPyString(b, n.Timestamp)
+	b = appendKey(b, false, "_unique_id")
+	b = appendPyString(b, uniqueID)
+	if b, err = appendContext(b, n.Context); err != nil {
+		return nil, err
+	}
+	b = append(b, '}')
+	if enveloped {
+		return envelope(b), nil
+	}
+	return b, nil
+}
+
+// message is a decoded oslo message dict, values still raw JSON.
+type message map[string]json.RawMessage
+
+// decodeBody turns an AMQP body into the oslo message dict: it checks the
+// content type, undoes kombu compression, and unwraps a 2.0 envelope (a
+// body without both envelope keys is a legacy 1.0 dict, used as is).
+func decodeBody(ctype string, headers map[string]any, body []byte) (message, error) {
+	if ctype != contentType {
+		return nil, fmt.Errorf("%w: content type %q, want %s", errMalformed, ctype, contentType)
+	}
+	if c, ok := headers["compression"].(string); ok && c != "" {
+		var r io.Reader
+		switch c {
+		case compressZlib:
+			zr, err := zlib.NewReader(bytes.NewReader(body))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", errMalformed, err)
+			}
+			r = zr
+		case compressBzip2:
+			r = bzip2.NewReader(bytes.NewReader(body))
+		default:
+			return nil, fmt.Errorf("%w: unknown compression %q", errMalformed, c)
+		}
+		out, err := io.ReadAll(io.LimitReader(r, maxBodySize+1))
+		if err != nil || len(out) > maxBodySize {
+			return nil, fmt.Errorf("%w: bad compressed body", errMalformed)
+		}
+		body = out
+	}
+	return decodeEnvelope(body)
+}
+
+// decodeEnvelope parses the JSON body of a message.
+func decodeEnvelope(body []byte) (message, error) {
+	var m message
+	if err := json.Unmarshal(body, &m); err != nil {
+		if err2 := json.Unmarshal(tolerantJSON(body), &m); err2 != nil || m == nil {
+			return nil, fmt.Errorf("%w: %v", errMalformed, err)
+		}
+	}
+	if m == nil {
+		return nil, fmt.Errorf("%w: body is not a JSON object", errMalformed)
+	}
+	rawVer, hasVer := m["oslo.version"]
+	rawMsg, hasMsg := m["oslo.message"]
+	if !hasVer || !hasMsg {
+		return m, nil
+	}
+	var ver string
+	if err := json.Unmarshal(rawVer, &ver); err != nil || !versionCompatible(envelopeVersion, ver) {
+		return nil, fmt.Errorf("%w: unsupported envelope version %s", errMalformed, rawVer)
+	}
+	var inner string
+	if err := json.Unmarshal(rawMsg, &inner); err != nil {
+		return nil, fmt.Errorf("%w: oslo.message is not a string", errMalformed)
+	}
+	var im message
+	if err := json.Unmarshal([]byte(inner), &im); err != nil {
+		if err2 := json.Unmarshal(tolerantJSON([]byte(inner)), &im); err2 != nil {
+			return nil, fmt.Errorf("%w: oslo.message: %v", errMalformed, err)
+		}
+	}
+	if im == nil {
+		return nil, fmt.Errorf("%w: oslo.message is not a JSON object", errMalformed)
+	}
+	return im, nil
+}
+
+// versionCompatible is oslo's version_is_compatible(impl, req): same major,
+// request minor <= implementation minor, and revision likewise.
+func versionCompatible(impl, req string) bool {
+	ip, ok1 := splitVersion(impl)
+	rp, ok2 := splitVersion(req)
+	if !ok1 || !ok2 {
+		return false
+	}
+	if ip[0] != rp[0] || rp[1] > ip[1] {
+		return false
+	}
+	return rp[1] != ip[1] || rp[2] <= ip[2]
+}
+
+func splitVersion(v string) ([3]int, bool) {
+	var out [3]int
+	parts := strings.Split(v, ".")
+	if len(parts) < 2 || len(parts) > 3 {
+		return out, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return out, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+// str returns the string value of key, "" when absent, null or not a string.
+func (m message) str(key string) string {
+	raw, ok := m[key]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// isNull reports whether key is absent or null.
+func (m message) isNull(key string) bool {
+	raw, ok := m[key]
+	return !ok || string(bytes.TrimSpace(raw)) == "null"
+}
+
+// context rebuilds oslo's ctxt: the _context_* keys without their prefix,
+// plus client_timeout (the caller's _timeout, null when absent).
+func (m message) context() (map[string]any, error) {
+	ctx := map[string]any{}
+	for k, raw := range m {
+		name, ok := strings.CutPrefix(k, contextPrefix)
+		if !ok {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("%w: context key %q: %v", errMalformed, name, err)
+		}
+		ctx[name] = v
+	}
+	var timeout any
+	if raw, ok := m["_timeout"]; ok {
+		_ = json.Unmarshal(raw, &timeout)
+	}
+	ctx["client_timeout"] = timeout
+	return ctx, nil
+}
+
+// incomingRequest is a decoded RPC request.
+type incomingRequest struct {
+	req      driver.Request
+	msgID    string
+	replyQ   string
+	monitor  time.Duration
+	uniqueID string
+}
+
+// decodeRequest reads an RPC request dict.
+func decodeRequest(m message) (*incomingRequest, error) {
+	in := &incomingRequest{}
+	if err := json.Unmarshal(m["method"], &in.req.Method); err != nil || in.req.Method == "" {
+		return nil, fmt.Errorf("%w: request without a method", errMalformed)
+	}
+	if args, ok := m["args"]; ok && string(bytes.TrimSpace(args)) != "null" {
+		if a := bytes.TrimSpace(args); len(a) == 0 || a[0] != '{' {
+			return nil, fmt.Errorf("%w: args is not an object", errMalformed)
+		}
+		in.req.Args = args
+	} else {
+		in.req.Args = json.RawMessage("{}")
+	}
+	in.req.Namespace = m.str("namespace")
+	in.req.Version = m.str("version")
+	in.msgID = m.str("_msg_id")
+	in.replyQ = m.str("_reply_q")
+	in.uniqueID = m.str("_unique_id")
+	if !m.isNull("_timeout") {
+		var secs float64
+		if err := json.Unmarshal(m["_timeout"], &secs); err != nil {
+			return nil, fmt.Errorf("%w: _timeout is not a number", errMalformed)
+		}
+		if secs > 0 {
+			in.monitor = time.Duration(secs * float64(time.Second))
+		}
+	}
+	ctx, err := m.context()
+	if err != nil {
+		return nil, err
+	}
+	in.req.Context = ctx
+	return in, nil
+}
+
+// incomingReply is a decoded reply or heartbeat.
+type incomingReply struct {
+	msgID   string
+	result  json.RawMessage // nil when null
+	failure *driver.Failure
+	ending  bool
+}
+
+// decodeReply reads a reply dict. A failure is a JSON string holding the
+// failure object; an object is accepted too.
+func decodeReply(m message) (*incomingReply, error) {
+	r := &incomingReply{msgID: m.str("_msg_id")}
+	if r.msgID == "" {
+		return nil, fmt.Errorf("%w: reply without _msg_id", errMalformed)
+	}
+	if !m.isNull("result") {
+		r.result = m["result"]
+	}
+	if !m.isNull("failure") {
+		raw := m["failure"]
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			raw = json.RawMessage(s)
+		}
+		var f driver.Failure
+		if err := json.Unmarshal(tolerantJSON(raw), &f); err != nil {
+			return nil, fmt.Errorf("%w: failure: %v", errMalformed, err)
+		}
+		r.failure = &f
+	}
+	if raw, ok := m["ending"]; ok {
+		_ = json.Unmarshal(raw, &r.ending)
+	}
+	return r, nil
+}
+
+// decodeNotification reads a notification dict (v1 raw or v2 unwrapped).
+func decodeNotification(m message) (*driver.Notification, string, error) {
+	n := &driver.Notification{
+		MessageID:   m.str("message_id"),
+		PublisherID: m.str("publisher_id"),
+		EventType:   m.str("event_type"),
+		Priority:    m.str("priority"),
+		Timestamp:   m.str("timestamp"),
+		Payload:     m["payload"],
+	}
+	if n.Priority == "" {
+		return nil, "", fmt.Errorf("%w: notification without priority", errMalformed)
+	}
+	if n.Payload == nil {
+		n.Payload = json.RawMessage("null")
+	}
+	ctx, err := m.context()
+	if err != nil {
+		return nil, "", err
+	}
+	n.Context = ctx
+	return n, m.str("_unique_id"), nil
+}
+
+// dedup is oslo's 16-entry cache of recently seen _unique_id values.
+type dedup struct {
+	ids  [16]string
+	next int
+	set  map[string]struct{}
+}
+
+func newDedup() *dedup { return &dedup{set: make(map[string]struct{}, 16)} }
+
+func (d *dedup) seen(id string) bool {
+	_, ok := d.set[id]
+	return ok
+}
+
+func (d *dedup) add(id string) {
+	if id == "" || d.seen(id) {
+		return
+	}
+	if old := d.ids[d.next]; old != "" {
+		delete(d.set, old)
+	}
+	d.ids[d.next] = id
+	d.set[id] = struct{}{}
+	d.next = (d.next + 1) % len(d.ids)
+}
+
+// compress applies kombu_compression to an outgoing body.
+func compressBody(kind string, body []byte) ([]byte, map[string]any, error) {
+	switch kind {
+	case "":
+		return body, nil, nil
+	case "gzip":
+		var buf bytes.Buffer
+		zw := zlib.NewWriter(&buf)
+		if _, err := zw.Write(body); err != nil {
+			return nil, nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, nil, err
+		}
+		return buf.Bytes(), map[string]any{"compression": compressZlib}, nil
+	}
+	return nil, nil, fmt.Errorf("rabbit: kombu_compression %q not supported for sending", kind)
+}
+
+// uniqueIDOf finds the _unique_id value in a body this driver wrote (a
+// returned message carries its body), without a full decode.
+func uniqueIDOf(body []byte) string {
+	i := bytes.Index(body, []byte("_unique_id"))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len("_unique_id"):]
+	start := -1
+	for j, c := range rest {
+		isHex := c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+		if start < 0 {
+			if isHex {
+				start = j
+			} else if j > 12 {
+				return ""
+			}
+			continue
+		}
+		if !isHex {
+			return string(rest[start:j])
+		}
+	}
+	return ""
+}

@@ -1,0 +1,450 @@
+package rabbit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"oslogo/driver"
+)
+
+func init() {
+	driver.Register("rabbit", Open)
+	driver.Register("kombu", Open)
+}
+
+// Driver is the rabbit:// transport. It is safe for concurrent use.
+type Driver struct {
+	cfg    Config
+	dialer *dialer
+	log    *slog.Logger
+	pool   *pool
+
+	replyQ  string // reply_<hex>, one per driver
+	waiter  *replyWaiter
+	obsolet *obsoleteQueues
+
+	mu        sync.Mutex
+	closed    bool
+	closing   chan struct{}
+	wg        sync.WaitGroup
+	listeners map[closer]struct{}
+}
+
+type closer interface{ Close() error }
+
+// Open is the driver.Opener of rabbit:// and kombu://. It validates the URL
+// and options and connects lazily.
+func Open(_ context.Context, u *url.URL, opts driver.Options) (driver.Driver, error) {
+	return OpenURL(u, opts)
+}
+
+// OpenURL is Open with its concrete type.
+func OpenURL(u *url.URL, opts driver.Options) (*Driver, error) {
+	tu, err := fromURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return newDriver(tu, opts)
+}
+
+// OpenString opens a driver from the raw text of a transport URL, which
+// keeps per-host credentials exact even when they hold ',' or '@'.
+func OpenString(raw string, opts driver.Options) (*Driver, error) {
+	tu, err := ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return newDriver(tu, opts)
+}
+
+func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
+	cfg := DefaultConfig()
+	if err := cfg.apply(opts.Config); err != nil {
+		return nil, err
+	}
+	if err := cfg.apply(tu.Query); err != nil { // URL query overrides the file
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("rabbit: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = childLogger(log, "rabbit")
+	dl, err := newDialer(cfg, tu, log)
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{
+		cfg:       cfg,
+		dialer:    dl,
+		log:       log,
+		replyQ:    "reply_" + newHexID(),
+		closing:   make(chan struct{}),
+		listeners: map[closer]struct{}{},
+		obsolet:   &obsoleteQueues{m: map[string]time.Time{}},
+	}
+	n := min(cfg.RPCConnPoolSize, max(cfg.ConnPoolMinSize, 1))
+	d.pool = &pool{}
+	for i := range n {
+		d.pool.senders = append(d.pool.senders, &sender{d: d, id: i})
+	}
+	d.waiter = newReplyWaiter(d)
+	return d, nil
+}
+
+// Config returns the effective options.
+func (d *Driver) Config() Config { return d.cfg }
+
+// track runs f in a goroutine that Close waits for; it reports false once
+// the driver is closed.
+func (d *Driver) track(f func()) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+	return true
+}
+
+func (d *Driver) isClosed() bool {
+	select {
+	case <-d.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func (d *Driver) addListener(l closer) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.listeners[l] = struct{}{}
+	return true
+}
+
+func (d *Driver) removeListener(l closer) {
+	d.mu.Lock()
+	delete(d.listeners, l)
+	d.mu.Unlock()
+}
+
+// Close closes listeners, fails calls in flight with driver.ErrClosed and
+// releases every connection.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	close(d.closing)
+	ls := make([]closer, 0, len(d.listeners))
+	for l := range d.listeners {
+		ls = append(ls, l)
+	}
+	d.mu.Unlock()
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	d.waiter.close()
+	for _, s := range d.pool.senders {
+		s.close()
+	}
+	d.wg.Wait()
+	return nil
+}
+
+// expiration is the AMQP expiration of a call: the timeout in milliseconds.
+func expiration(t time.Duration) string {
+	ms := t.Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	return strconv.FormatInt(ms, 10)
+}
+
+func (d *Driver) topicExchangeDecl(name string) (string, func(ch *amqp.Channel) error) {
+	return "x:" + name, func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(name, amqp.ExchangeTopic, d.cfg.durable(), d.cfg.AutoDelete, false, false, nil)
+	}
+}
+
+func fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
+	name := topic + "_fanout"
+	return "f:" + name, func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(name, amqp.ExchangeFanout, false, true, false, false, nil)
+	}
+}
+
+func checkTarget(t driver.Target) error {
+	if t.Topic == "" {
+		return errors.New("rabbit: invalid target: a topic is required")
+	}
+	return nil
+}
+
+// requestMessage builds the outgoing message of a call or cast.
+func (d *Driver) requestMessage(target driver.Target, body []byte, uid string, opts driver.SendOptions) *outgoing {
+	msg := &outgoing{body: body, uid: uid, retry: opts.Retry}
+	if target.Fanout {
+		msg.exchange, msg.key = target.Topic+"_fanout", ""
+		msg.declKey, msg.declare = fanoutExchangeDecl(target.Topic)
+		return msg
+	}
+	msg.exchange, msg.key = target.Exchange, target.String()
+	msg.mandatory = opts.Mandatory
+	msg.declKey, msg.declare = d.topicExchangeDecl(target.Exchange)
+	return msg
+}
+
+// Cast publishes a request nobody answers and waits for the broker's
+// confirm.
+func (d *Driver) Cast(ctx context.Context, target driver.Target, req *driver.Request, opts driver.SendOptions) error {
+	if err := checkTarget(target); err != nil {
+		return err
+	}
+	uid := newHexID()
+	body, err := encodeRequest(req, nil, uid)
+	if err != nil {
+		return err
+	}
+	msg := d.requestMessage(target, body, uid, opts)
+	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
+		return err
+	}
+	return d.sendAndConfirm(ctx, msg)
+}
+
+// Call publishes a request and waits for its final reply on the driver's
+// reply queue.
+func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Request, opts driver.SendOptions) (*driver.Reply, error) {
+	if err := checkTarget(target); err != nil {
+		return nil, err
+	}
+	if target.Fanout {
+		return nil, errors.New("rabbit: invalid target: a call cannot be fanout")
+	}
+	timeout := opts.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		if rem := time.Until(dl); timeout <= 0 || rem < timeout {
+			timeout = rem
+		}
+	}
+	if timeout <= 0 && ctx.Err() != nil {
+		return nil, timeoutErr(ctx)
+	}
+	if err := d.waiter.ready(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, timeoutErr(ctx)
+		}
+		return nil, err
+	}
+	msgID := newHexID()
+	uid := newHexID()
+	body, err := encodeRequest(req, &callInfo{msgID: msgID, replyQ: d.replyQ, monitor: opts.CallMonitorTimeout}, uid)
+	if err != nil {
+		return nil, err
+	}
+	msg := d.requestMessage(target, body, uid, opts)
+	if timeout > 0 {
+		msg.expire = expiration(timeout)
+	}
+	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
+		return nil, err
+	}
+
+	// Register before publishing so that a fast reply is never lost.
+	pc := d.waiter.register(msgID)
+	defer d.waiter.unregister(msgID)
+
+	var overall, monitor *time.Timer
+	var overallC, monitorC <-chan time.Time
+	if opts.Timeout > 0 {
+		overall = time.NewTimer(opts.Timeout)
+		defer overall.Stop()
+		overallC = overall.C
+	}
+	if opts.CallMonitorTimeout > 0 {
+		monitor = time.NewTimer(opts.CallMonitorTimeout)
+		defer monitor.Stop()
+		monitorC = monitor.C
+	}
+
+	for sent := 0; ; sent++ {
+		w, err := d.send(ctx, msg)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, timeoutErr(ctx)
+			}
+			return nil, err
+		}
+		confirm := w.done
+	wait:
+		for {
+			select {
+			case r := <-pc.final:
+				return r, nil
+			case <-pc.beat:
+				if monitor != nil {
+					monitor.Reset(opts.CallMonitorTimeout)
+				}
+			case res := <-confirm:
+				confirm = nil
+				switch res {
+				case pubAck:
+				case pubNack:
+					return nil, fmt.Errorf("%w: broker refused the request (basic.nack)", driver.ErrDeliveryFailure)
+				case pubReturned:
+					return nil, fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
+				case pubLost:
+					// The request may or may not have reached the broker; send it
+					// again (same _unique_id, so a server that got both drops one).
+					if opts.Retry >= 0 && sent >= opts.Retry {
+						return nil, fmt.Errorf("%w: connection lost before the broker confirmed the request", driver.ErrDeliveryFailure)
+					}
+					break wait
+				}
+			case <-overallC:
+				return nil, fmt.Errorf("%w: no reply to %s within %s", driver.ErrTimeout, req.Method, opts.Timeout)
+			case <-monitorC:
+				return nil, fmt.Errorf("%w: no heartbeat from the server within %s (call_monitor_timeout)", driver.ErrTimeout, opts.CallMonitorTimeout)
+			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return nil, timeoutErr(ctx)
+				}
+				return nil, ctx.Err()
+			case <-d.closing:
+				return nil, driver.ErrClosed
+			}
+		}
+	}
+}
+
+func timeoutErr(ctx context.Context) error {
+	return fmt.Errorf("%w: %w", driver.ErrTimeout, context.DeadlineExceeded)
+}
+
+// Notify publishes one notification; the publisher declares the
+// "<topic>.<priority>" queue, as oslo does, so that nothing is lost before
+// a listener exists.
+func (d *Driver) Notify(ctx context.Context, target driver.Target, n *driver.Notification, opts driver.NotifyOptions) error {
+	if err := checkTarget(target); err != nil {
+		return err
+	}
+	if n.Priority == "" {
+		return errors.New("rabbit: notification without priority")
+	}
+	uid := newHexID()
+	body, err := encodeNotification(n, opts.Envelope, uid)
+	if err != nil {
+		return err
+	}
+	key := target.Topic + "." + strings.ToLower(n.Priority)
+	exchange := target.Exchange
+	msg := &outgoing{exchange: exchange, key: key, body: body, uid: uid, retry: opts.Retry}
+	msg.declKey = "n:" + exchange + "/" + key
+	msg.declare = func(ch *amqp.Channel) error {
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, d.cfg.durable(), d.cfg.AutoDelete, false, false, nil); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(key, d.cfg.durable(), d.cfg.AutoDelete, false, false, d.cfg.topicQueueArgs()); err != nil {
+			return err
+		}
+		return ch.QueueBind(key, key, exchange, false, nil)
+	}
+	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
+		return err
+	}
+	return d.sendAndConfirm(ctx, msg)
+}
+
+// obsoleteQueues remembers reply queues found missing (200 entries, 60 s),
+// so further replies to them are dropped at once, as oslo does.
+type obsoleteQueues struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (o *obsoleteQueues) has(q string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	t, ok := o.m[q]
+	if ok && time.Since(t) > time.Minute {
+		delete(o.m, q)
+		return false
+	}
+	return ok
+}
+
+func (o *obsoleteQueues) add(q string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.m) >= 200 {
+		for k, t := range o.m {
+			if time.Since(t) > time.Minute || len(o.m) >= 200 {
+				delete(o.m, k)
+			}
+		}
+	}
+	o.m[q] = time.Now()
+}
+
+// sendReply publishes a reply or heartbeat to the caller's reply queue
+// through the default exchange with mandatory set; a returned reply is
+// retried every 0.25 s for kombu_missing_consumer_retry_timeout.
+func (d *Driver) sendReply(ctx context.Context, replyQ, msgID string, r *driver.Reply, ending bool) error {
+	if d.obsolet.has(replyQ) {
+		return fmt.Errorf("%w: reply queue %s is gone", driver.ErrUndeliverable, replyQ)
+	}
+	uid := newHexID()
+	body, err := encodeReply(r, ending, msgID, uid)
+	if err != nil {
+		return err
+	}
+	msg := &outgoing{exchange: "", key: replyQ, mandatory: d.cfg.DirectMandatory, body: body, uid: uid, retry: -1}
+	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(d.cfg.MissingConsumer)
+	for {
+		err := d.sendAndConfirm(ctx, msg)
+		if !errors.Is(err, driver.ErrUndeliverable) {
+			return err
+		}
+		if !ending || time.Now().After(deadline) {
+			// A heartbeat that cannot be delivered stops quietly; a final
+			// reply is dropped after the retry window.
+			d.obsolet.add(replyQ)
+			if ending {
+				d.log.Error("reply queue missing, reply dropped", "reply_q", replyQ, "msg_id", msgID)
+			}
+			return err
+		}
+		if !sleepCtx(ctx, d.closing, 250*time.Millisecond) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return driver.ErrClosed
+		}
+	}
+}

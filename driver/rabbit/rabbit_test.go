@@ -1,0 +1,225 @@
+package rabbit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"oslogo/driver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testURL is the broker of the driver tests: the private vhost that
+// scripts/setup.d/30-rabbit-vhost.sh creates.
+func testURL() string {
+	if u := os.Getenv("OSLOGO_RABBIT_URL"); u != "" {
+		return u
+	}
+	return "rabbit://guest:guest@127.0.0.1:5672/oslogo_test"
+}
+
+func openTest(t testing.TB, cfg map[string]string) *Driver {
+	t.Helper()
+	u, err := url.Parse(testURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenURL(u, driver.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// amqpConn opens a plain amqp091 connection to the test vhost, for
+// inspecting topology and publishing crafted messages.
+func amqpConn(t testing.TB) *amqp.Connection {
+	t.Helper()
+	tu, err := ParseURL(testURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := tu.Hosts[0]
+	c, err := amqp.DialConfig("amqp://"+url.UserPassword(h.Username, h.Password).String()+"@"+h.Addr+"/", amqp.Config{Vhost: tu.VirtualHost})
+	if err != nil {
+		t.Fatalf("RabbitMQ must be up (run scripts/setup.sh): %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func uniqueTopic(t testing.TB) string {
+	return "t" + newHexID()[:12]
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// serve answers requests of l with handler until l is closed.
+func serve(t testing.TB, l driver.RPCListener, handler func(r driver.IncomingRequest) *driver.Reply) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := l.Receive(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rep := handler(in)
+				if in.IsCall() {
+					if err := in.Reply(context.Background(), rep); err != nil && !errors.Is(err, driver.ErrClosed) {
+						t.Errorf("reply: %v", err)
+					}
+				}
+			}()
+		}
+	}()
+	return &wg
+}
+
+func echoHandler(r driver.IncomingRequest) *driver.Reply {
+	req := r.Request()
+	if req.Method == "fail" {
+		return &driver.Reply{Failure: &driver.Failure{Class: "ValueError", Module: "builtins", Message: "bad", Args: []any{"bad"}}}
+	}
+	return &driver.Reply{Result: req.Args}
+}
+
+func TestCallCastRoundTrip(t *testing.T) {
+	d := openTest(t, nil)
+	topic := uniqueTopic(t)
+	target := driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s1"}
+	l, err := d.Listen(ctxT(t, 10*time.Second), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := serve(t, l, echoHandler)
+	defer func() { _ = l.Close(); wg.Wait() }()
+
+	ctx := ctxT(t, 10*time.Second)
+	rep, err := d.Call(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic}, &driver.Request{Method: "echo", Args: json.RawMessage(`{"x": "h\u00e9llo", "n": [1, 2]}`), Context: map[string]any{"user": "u1"}}, driver.SendOptions{Timeout: 5 * time.Second, Retry: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(rep.Result, &got); err != nil || got["x"] != "héllo" {
+		t.Fatalf("result %s (%v)", rep.Result, err)
+	}
+	rep, err = d.Call(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s1"}, &driver.Request{Method: "fail"}, driver.SendOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failure == nil || rep.Failure.Class != "ValueError" || rep.Failure.Module != "builtins" {
+		t.Fatalf("failure %+v", rep.Failure)
+	}
+	if err := d.Cast(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Fanout: true}, &driver.Request{Method: "echo"}, driver.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCallTimeoutAndMandatory(t *testing.T) {
+	d := openTest(t, nil)
+	topic := uniqueTopic(t)
+	target := driver.Target{Exchange: "oslogo_x", Topic: topic}
+	start := time.Now()
+	_, err := d.Call(context.Background(), target, &driver.Request{Method: "x"}, driver.SendOptions{Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, driver.ErrTimeout) {
+		t.Fatalf("want ErrTimeout, got %v", err)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("returned before the timeout")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = d.Call(ctx, target, &driver.Request{Method: "x"}, driver.SendOptions{})
+	if !errors.Is(err, driver.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want ErrTimeout wrapping DeadlineExceeded, got %v", err)
+	}
+	_, err = d.Call(ctxT(t, 5*time.Second), target, &driver.Request{Method: "x"}, driver.SendOptions{Timeout: 5 * time.Second, Mandatory: true})
+	if !errors.Is(err, driver.ErrUndeliverable) {
+		t.Fatalf("want ErrUndeliverable, got %v", err)
+	}
+	err = d.Cast(ctxT(t, 5*time.Second), target, &driver.Request{Method: "x"}, driver.SendOptions{Mandatory: true})
+	if !errors.Is(err, driver.ErrUndeliverable) {
+		t.Fatalf("cast: want ErrUndeliverable, got %v", err)
+	}
+}
+
+func TestNotifyListen(t *testing.T) {
+	d := openTest(t, nil)
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 10*time.Second)
+	l, err := d.ListenNotifications(ctx, []driver.NotificationTarget{{Exchange: "oslogo_x", Topic: topic, Priority: "info"}, {Exchange: "oslogo_x", Topic: topic, Priority: "error"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i, env := range []bool{false, true} {
+		n := &driver.Notification{MessageID: NewMessageID(), PublisherID: "p", EventType: "e", Priority: "ERROR", Payload: json.RawMessage(`{"i": 1}`), Timestamp: PythonTimestamp(time.Now()), Context: map[string]any{"user": "u"}}
+		if err := d.Notify(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic}, n, driver.NotifyOptions{Envelope: env, Retry: -1}); err != nil {
+			t.Fatal(err)
+		}
+		in, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := in.Notification()
+		if got.MessageID != n.MessageID || got.Priority != "ERROR" || got.Context["user"] != "u" {
+			t.Fatalf("%d: got %+v", i, got)
+		}
+		if i == 0 {
+			if err := in.Requeue(); err != nil {
+				t.Fatal(err)
+			}
+			in, err = l.Receive(ctx)
+			if err != nil || in.Notification().MessageID != n.MessageID {
+				t.Fatalf("requeued notification not redelivered: %v", err)
+			}
+		}
+		if err := in.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cleanupQueues(t, topic+".info", topic+".error")
+}
+
+func cleanupQueues(t testing.TB, names ...string) {
+	c := amqpConn(t)
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		_, _ = ch.QueueDelete(n, false, false, false)
+	}
+}
+
+func rabbitmqctl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
