@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -222,4 +223,96 @@ func rabbitmqctl(t testing.TB, args ...string) string {
 		t.Fatalf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// closeOurConnections force-closes, with rabbitmqctl close_connection,
+// every broker connection this test process opened, and reports how many.
+func closeOurConnections(t testing.TB) int {
+	t.Helper()
+	out := rabbitmqctl(t, "-q", "list_connections", "--no-table-headers", "pid", "client_properties")
+	marker := ":" + strconv.Itoa(os.Getpid()) + ":"
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.Contains(line, marker) {
+			continue
+		}
+		rabbitmqctl(t, "close_connection", f[0], "oslogo connection-loss test")
+		n++
+	}
+	return n
+}
+
+// TestConnectionLoss closes every connection of the driver from the broker
+// side in the middle of traffic: the call in flight ends (a result or
+// ErrTimeout at its deadline), the server resumes consuming by itself and
+// new calls succeed; nothing leaks (goleak in TestMain).
+func TestConnectionLoss(t *testing.T) {
+	cfg := map[string]string{"rabbit_retry_interval": "1", "kombu_reconnect_delay": "0"}
+	srv := openTest(t, cfg)
+	cli := openTest(t, cfg)
+	topic := uniqueTopic(t)
+	l, err := srv.Listen(ctxT(t, 10*time.Second), driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
+		if r.Request().Method == "slow" {
+			time.Sleep(time.Second)
+		}
+		return &driver.Reply{Result: json.RawMessage(`"ok"`)}
+	})
+	defer func() { _ = l.Close(); wg.Wait() }()
+	nl, err := srv.ListenNotifications(ctxT(t, 10*time.Second), []driver.NotificationTarget{{Exchange: "oslogo_x", Topic: topic, Priority: "info"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	target := driver.Target{Exchange: "oslogo_x", Topic: topic}
+	call := func(method string, timeout time.Duration) error {
+		_, err := cli.Call(context.Background(), target, &driver.Request{Method: method}, driver.SendOptions{Timeout: timeout, Retry: -1})
+		return err
+	}
+	if err := call("ping", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	inflight := make(chan error, 1)
+	start := time.Now()
+	go func() { inflight <- call("slow", 5*time.Second) }()
+	time.Sleep(200 * time.Millisecond) // let the request reach the server
+	if n := closeOurConnections(t); n < 4 {
+		t.Fatalf("closed %d connections, want the send, reply, server and listener ones", n)
+	}
+	select {
+	case err := <-inflight:
+		if err != nil && !errors.Is(err, driver.ErrTimeout) {
+			t.Fatalf("in-flight call: %v", err)
+		}
+		if err != nil && time.Since(start) < 5*time.Second {
+			t.Fatalf("in-flight call gave up before its deadline: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("in-flight call hangs")
+	}
+	// The server, the reply consumer and the send pool recover on their own.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := call("ping", 2*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: %v", err)
+		}
+	}
+	n := &driver.Notification{MessageID: NewMessageID(), Priority: "INFO", Payload: json.RawMessage(`1`), Timestamp: PythonTimestamp(time.Now())}
+	if err := cli.Notify(ctxT(t, 30*time.Second), target, n, driver.NotifyOptions{Envelope: true, Retry: -1}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := nl.Receive(ctxT(t, 60*time.Second))
+	if err != nil || in.Notification().MessageID != n.MessageID {
+		t.Fatalf("notification listener did not resume: %v", err)
+	}
+	_ = in.Ack()
+	cleanupQueues(t, topic+".info")
 }
