@@ -6,4 +6,4 @@
 // reports ErrMalformed (wrapped) instead.
 package amqp091
 
-//go:generate go run ./gen -spec spec/amqp0-9-1.stripped.extended.xml -out spec_gen.go
+//go:generate go run ./gen -spec spec/amqp0-9-1.stripped.extended.xml -ext spec/rabbitmq-extensions.xml -out spec_gen.go

@@ -1,0 +1,468 @@
+package broker
+
+import (
+	"sync"
+	"time"
+
+	"oslogo/broker/internal/amqp091"
+)
+
+// qentry is a message's place in one queue.
+type qentry struct {
+	m *message
+	// id is the message's record in the store; 0 when not persisted.
+	id uint64
+	// deliveries counts returns to the queue (quorum x-delivery-count).
+	deliveries  uint32
+	redelivered bool
+	// expireAt is the unix-ms deadline; 0 means never.
+	expireAt int64
+}
+
+const (
+	overflowDropHead     = "drop-head"
+	overflowRejectPub    = "reject-publish"
+	overflowRejectPubDLX = "reject-publish-dlx"
+)
+
+type queue struct {
+	vh         *vhost
+	name       string
+	key        string // vhost + "\x00" + name, the store's name for it
+	durable    bool
+	exclusive  bool
+	autoDelete bool
+	owner      *conn
+	args       amqp091.Table
+
+	quorum        bool
+	maxLen        int64
+	maxBytes      int64
+	overflow      string
+	dlx           string
+	dlrk          string
+	hasDLRK       bool
+	msgTTL        int64
+	expires       time.Duration
+	maxPriority   int
+	sac           bool
+	deliveryLimit int64
+
+	mu          sync.Mutex
+	ready       []ring[qentry] // one per priority level
+	readyCount  int
+	readyBytes  int64
+	unacked     int
+	consumers   []*consumer
+	rr          int
+	hadConsumer bool
+	deleted     bool
+	ttlTimer    *time.Timer
+	ttlAt       int64
+	expTimer    *time.Timer
+	useGen      uint64
+}
+
+type consumer struct {
+	tag       string
+	ch        *channel
+	q         *queue
+	noAck     bool
+	exclusive bool
+	prefetch  int
+	// unacked is guarded by ch.mu.
+	unacked int
+}
+
+func nowMS() int64 { return time.Now().UnixMilli() }
+
+// deadLetter is a message leaving a queue for its dead-letter exchange,
+// routed after the queue's lock is released.
+type deadLetter struct {
+	e      qentry
+	reason string
+}
+
+func (q *queue) levelOf(m *message) int {
+	if q.maxPriority == 0 {
+		return 0
+	}
+	return min(int(m.priority), q.maxPriority)
+}
+
+func (q *queue) pushLocked(e qentry, front bool) {
+	lv := &q.ready[q.levelOf(e.m)]
+	if front {
+		lv.PushFront(e)
+	} else {
+		lv.PushBack(e)
+	}
+	q.readyCount++
+	q.readyBytes += e.m.size()
+	q.vh.srv.addQueued(e.m.size())
+}
+
+// headLocked returns the level holding the next message, or -1.
+func (q *queue) headLocked() int {
+	for i := len(q.ready) - 1; i >= 0; i-- {
+		if q.ready[i].Len() > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+func (q *queue) popLocked(level int) qentry {
+	e := q.ready[level].PopFront()
+	q.readyCount--
+	q.readyBytes -= e.m.size()
+	q.vh.srv.addQueued(-e.m.size())
+	return e
+}
+
+// forgetLocked drops an entry's store record once it has left the queue.
+func (q *queue) forgetLocked(e qentry) {
+	if e.id != 0 {
+		q.vh.srv.store.remove(q, e.id)
+	}
+}
+
+// publish enqueues m. It reports whether the queue accepted the message
+// (reject-publish overflow refuses) and whether it was written to the store.
+func (q *queue) publish(m *message, now int64) (accepted, stored bool) {
+	var dls []deadLetter
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return true, false
+	}
+	if q.full(m) {
+		switch q.overflow {
+		case overflowRejectPub, overflowRejectPubDLX:
+			q.mu.Unlock()
+			if q.overflow == overflowRejectPubDLX {
+				q.vh.deadLetter(q, []deadLetter{{e: qentry{m: m}, reason: "maxlen"}})
+			}
+			return false, false
+		default:
+			for q.readyCount > 0 && q.full(m) {
+				e := q.popLocked(q.headLocked())
+				q.forgetLocked(e)
+				dls = append(dls, deadLetter{e: e, reason: "maxlen"})
+			}
+		}
+	}
+	e := qentry{m: m}
+	ttl := q.msgTTL
+	if m.ttl >= 0 && (ttl < 0 || m.ttl < ttl) {
+		ttl = m.ttl
+	}
+	if ttl >= 0 {
+		if now == 0 {
+			now = nowMS()
+		}
+		e.expireAt = now + ttl
+		if ttl == 0 {
+			e.expireAt = now // expires unless a consumer takes it at once
+		}
+	}
+	if q.maxLen == 0 || (q.maxBytes == 0 && m.size() > 0) {
+		// A zero-length queue keeps nothing; drop-head drops the new message.
+		q.mu.Unlock()
+		if q.overflow == overflowDropHead || q.overflow == "" {
+			q.vh.deadLetter(q, []deadLetter{{e: e, reason: "maxlen"}})
+		}
+		return q.overflow == overflowDropHead || q.overflow == "", false
+	}
+	if q.durable && m.persistent && q.vh.srv.store != nil {
+		e.id = q.vh.srv.store.enqueue(q, m)
+		stored = true
+	}
+	if q.readyCount == 0 && len(q.consumers) > 0 {
+		if q.deliverLocked(&e, &dls) {
+			q.mu.Unlock()
+			q.vh.deadLetter(q, dls)
+			return true, stored
+		}
+	}
+	if ttl == 0 {
+		q.forgetLocked(e)
+		dls = append(dls, deadLetter{e: e, reason: "expired"})
+	} else {
+		q.pushLocked(e, false)
+		if e.expireAt != 0 {
+			q.armTTLLocked()
+		}
+	}
+	q.mu.Unlock()
+	q.vh.deadLetter(q, dls)
+	return true, stored
+}
+
+func (q *queue) full(m *message) bool {
+	return (q.maxLen >= 0 && int64(q.readyCount) >= q.maxLen && q.maxLen > 0) ||
+		(q.maxBytes > 0 && q.readyBytes+m.size() > q.maxBytes)
+}
+
+// deliverLocked hands e to a consumer with capacity; it reports whether
+// one took it.
+func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter) bool {
+	n := len(q.consumers)
+	if n == 0 {
+		return false
+	}
+	if q.sac {
+		// Single active consumer: only the first registered receives.
+		c := q.consumers[0]
+		return q.handTo(c, e)
+	}
+	for i := 0; i < n; i++ {
+		idx := (q.rr + i) % n
+		c := q.consumers[idx]
+		if q.handTo(c, e) {
+			q.rr = (idx + 1) % n
+			return true
+		}
+	}
+	return false
+}
+
+func (q *queue) handTo(c *consumer, e *qentry) bool {
+	ok, noAck := c.ch.deliver(c, q, e)
+	if !ok {
+		return false
+	}
+	if noAck {
+		q.forgetLocked(*e)
+	} else {
+		q.unacked++
+	}
+	return true
+}
+
+// dispatchLocked delivers ready messages while consumers have capacity.
+func (q *queue) dispatchLocked(dls *[]deadLetter) {
+	if len(q.consumers) == 0 || q.readyCount == 0 {
+		return
+	}
+	var now int64
+	for q.readyCount > 0 {
+		lv := q.headLocked()
+		e := q.ready[lv].Front()
+		if e.expireAt != 0 {
+			if now == 0 {
+				now = nowMS()
+			}
+			if e.expireAt <= now {
+				x := q.popLocked(lv)
+				q.forgetLocked(x)
+				*dls = append(*dls, deadLetter{e: x, reason: "expired"})
+				continue
+			}
+		}
+		if !q.deliverLocked(e, dls) {
+			return
+		}
+		q.popLocked(lv)
+	}
+}
+
+// dispatch runs dispatchLocked and routes what it dead-letters.
+func (q *queue) dispatch() {
+	var dls []deadLetter
+	q.mu.Lock()
+	if !q.deleted {
+		q.dispatchLocked(&dls)
+	}
+	q.mu.Unlock()
+	q.vh.deadLetter(q, dls)
+}
+
+// expireLocked drops expired messages at the head of each level.
+func (q *queue) expireLocked(now int64, dls *[]deadLetter) {
+	for lv := range q.ready {
+		for q.ready[lv].Len() > 0 {
+			e := q.ready[lv].Front()
+			if e.expireAt == 0 || e.expireAt > now {
+				break
+			}
+			x := q.popLocked(lv)
+			q.forgetLocked(x)
+			*dls = append(*dls, deadLetter{e: x, reason: "expired"})
+		}
+	}
+}
+
+// armTTLLocked schedules expiry of the earliest head message.
+func (q *queue) armTTLLocked() {
+	var at int64
+	for lv := range q.ready {
+		if q.ready[lv].Len() > 0 {
+			if x := q.ready[lv].Front().expireAt; x != 0 && (at == 0 || x < at) {
+				at = x
+			}
+		}
+	}
+	if at == 0 || (q.ttlTimer != nil && q.ttlAt != 0 && q.ttlAt <= at) {
+		return
+	}
+	q.ttlAt = at
+	d := time.Duration(at-nowMS()) * time.Millisecond
+	if q.ttlTimer == nil {
+		q.ttlTimer = time.AfterFunc(max(d, 0), q.onTTL)
+	} else {
+		q.ttlTimer.Reset(max(d, 0))
+	}
+}
+
+func (q *queue) onTTL() {
+	var dls []deadLetter
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		return
+	}
+	q.ttlAt = 0
+	q.expireLocked(nowMS(), &dls)
+	q.armTTLLocked()
+	q.mu.Unlock()
+	q.vh.deadLetter(q, dls)
+}
+
+// touchLocked records use for x-expires and rearms its timer when idle.
+func (q *queue) touchLocked() {
+	if q.expires <= 0 || q.deleted {
+		return
+	}
+	q.useGen++
+	if q.expTimer != nil {
+		q.expTimer.Stop()
+		q.expTimer = nil
+	}
+	if len(q.consumers) > 0 {
+		return
+	}
+	gen := q.useGen
+	q.expTimer = time.AfterFunc(q.expires, func() { q.onExpire(gen) })
+}
+
+func (q *queue) onExpire(gen uint64) {
+	q.mu.Lock()
+	stale := gen != q.useGen || len(q.consumers) > 0 || q.deleted
+	q.mu.Unlock()
+	if !stale {
+		q.vh.deleteQueue(q, "expired")
+	}
+}
+
+// requeue returns unacknowledged entries to the head of the queue in their
+// original order, counting quorum delivery attempts.
+func (q *queue) requeue(es []qentry) {
+	var dls []deadLetter
+	q.mu.Lock()
+	for i := len(es) - 1; i >= 0; i-- {
+		e := es[i]
+		q.unacked--
+		if q.deleted {
+			q.forgetLocked(e)
+			continue
+		}
+		e.redelivered = true
+		if q.quorum {
+			e.deliveries++
+			if q.deliveryLimit >= 0 && int64(e.deliveries) > q.deliveryLimit {
+				q.forgetLocked(e)
+				dls = append(dls, deadLetter{e: e, reason: "delivery_limit"})
+				continue
+			}
+		}
+		q.pushLocked(e, true)
+	}
+	q.dispatchLocked(&dls)
+	if q.readyCount > 0 {
+		q.armTTLLocked()
+	}
+	q.mu.Unlock()
+	q.vh.deadLetter(q, dls)
+}
+
+// settle removes acknowledged (or rejected without requeue) entries.
+func (q *queue) settle(es []qentry, reject bool) {
+	var dls []deadLetter
+	q.mu.Lock()
+	for _, e := range es {
+		q.unacked--
+		q.forgetLocked(e)
+		if reject {
+			dls = append(dls, deadLetter{e: e, reason: "rejected"})
+		}
+	}
+	if !q.deleted {
+		q.dispatchLocked(&dls)
+	}
+	q.mu.Unlock()
+	q.vh.deadLetter(q, dls)
+}
+
+func (q *queue) purge() int {
+	q.mu.Lock()
+	n := q.readyCount
+	q.dropReadyLocked()
+	q.mu.Unlock()
+	return n
+}
+
+func (q *queue) dropReadyLocked() {
+	for lv := range q.ready {
+		for q.ready[lv].Len() > 0 {
+			q.forgetLocked(q.popLocked(lv))
+		}
+		q.ready[lv].Clear()
+	}
+}
+
+func (q *queue) consumerCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.consumers)
+}
+
+func (q *queue) messageCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.readyCount
+}
+
+// removeConsumer detaches c; it reports whether the queue should now be
+// auto-deleted.
+func (q *queue) removeConsumer(c *consumer) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, o := range q.consumers {
+		if o == c {
+			q.consumers = append(q.consumers[:i:i], q.consumers[i+1:]...)
+			break
+		}
+	}
+	if q.rr >= len(q.consumers) {
+		q.rr = 0
+	}
+	q.touchLocked()
+	if q.sac && len(q.consumers) > 0 && !q.deleted {
+		var dls []deadLetter
+		q.dispatchLocked(&dls)
+		defer q.vh.deadLetter(q, dls)
+	}
+	return q.autoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted
+}
+
+// stopTimersLocked stops TTL and expiry timers (on delete and shutdown).
+func (q *queue) stopTimersLocked() {
+	if q.ttlTimer != nil {
+		q.ttlTimer.Stop()
+	}
+	if q.expTimer != nil {
+		q.expTimer.Stop()
+	}
+	q.useGen++
+}

@@ -1,0 +1,82 @@
+package broker
+
+import (
+	"sort"
+	"testing"
+
+	"oslogo/broker/internal/amqp091"
+)
+
+func TestTopicTrie(t *testing.T) {
+	keys := []string{"a.b.c", "a.*.c", "a.#", "#", "*.b.*", "a.b", "#.c", "a.#.c", "*"}
+	cases := map[string][]string{
+		"a.b.c":   {"#", "#.c", "*.b.*", "a.#", "a.#.c", "a.*.c", "a.b.c"},
+		"a.b":     {"#", "a.#", "a.b"},
+		"a":       {"#", "*", "a.#"},
+		"x.y.z.c": {"#", "#.c"},
+		"a.c":     {"#", "#.c", "a.#", "a.#.c"},
+		"":        {"#", "*"},
+	}
+	root := &topicNode{}
+	bs := map[string]*binding{}
+	for _, k := range keys {
+		bs[k] = &binding{key: k}
+		root.insert(k, bs[k])
+	}
+	for rk, want := range cases {
+		seen := map[string]bool{}
+		root.match(rk, 0, func(b *binding) { seen[b.key] = true })
+		var got []string
+		for k := range seen {
+			got = append(got, k)
+		}
+		sort.Strings(got)
+		if len(got) != len(want) {
+			t.Errorf("%q: got %v want %v", rk, got, want)
+			continue
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("%q: got %v want %v", rk, got, want)
+				break
+			}
+		}
+	}
+	for _, k := range keys {
+		root.remove(k, bs[k])
+	}
+	if len(root.children) != 0 {
+		t.Fatalf("trie not pruned: %v", root.children)
+	}
+}
+
+func TestHeadersMatch(t *testing.T) {
+	h := amqp091.Table{"a": int32(1), "b": "x"}
+	cases := []struct {
+		args amqp091.Table
+		want bool
+	}{
+		{amqp091.Table{"x-match": "all", "a": int64(1), "b": "x"}, true},
+		{amqp091.Table{"x-match": "all", "a": int64(1), "c": "x"}, false},
+		{amqp091.Table{"x-match": "any", "a": int64(2), "b": "x"}, true},
+		{amqp091.Table{"x-match": "any", "a": int64(2)}, false},
+		{amqp091.Table{"a": nil}, true},
+	}
+	for i, c := range cases {
+		if got := headersMatch(c.args, h); got != c.want {
+			t.Errorf("case %d: got %v", i, got)
+		}
+	}
+}
+
+func TestScanProps(t *testing.T) {
+	p := amqp091.BasicProperties{Flags: amqp091.FlagContentType | amqp091.FlagHeaders | amqp091.FlagDeliveryMode | amqp091.FlagPriority | amqp091.FlagReplyTo | amqp091.FlagExpiration,
+		ContentType: "text/plain", Headers: amqp091.Table{"k": "v"}, DeliveryMode: 2, Priority: 7, ReplyTo: "r", Expiration: "1500"}
+	persistent, prio, ttl, ok := scanProps(p.Append(nil))
+	if !ok || !persistent || prio != 7 || ttl != 1500 {
+		t.Fatalf("got %v %v %v %v", persistent, prio, ttl, ok)
+	}
+	if _, _, _, ok := scanProps([]byte{0xff}); ok {
+		t.Fatal("short props accepted")
+	}
+}

@@ -1,0 +1,339 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"oslogo/broker/internal/amqp091"
+)
+
+// Server is an embedded AMQP 0-9-1 broker.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	listeners []net.Listener
+	addr      net.Addr
+	tlsAddr   net.Addr
+	conns     map[*conn]struct{}
+	ready     chan struct{}
+	wg        sync.WaitGroup
+	users     map[string]*user
+	vhosts    map[string]*vhost
+
+	store *store
+	defMu sync.Mutex
+
+	connID       atomic.Uint64
+	shuttingDown atomic.Bool
+	queuedBytes  atomic.Int64
+	alarm        atomic.Bool
+	alarmMu      sync.Mutex
+	alarmCond    *sync.Cond
+}
+
+// New validates opts and returns a Server; it does no I/O.
+func New(opts Options) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Logger.With("component", "broker"), conns: map[*conn]struct{}{},
+		ready: make(chan struct{}), users: map[string]*user{}, vhosts: map[string]*vhost{}}
+	s.alarmCond = sync.NewCond(&s.alarmMu)
+	loop := map[string]bool{}
+	for _, n := range opts.LoopbackUsers {
+		loop[n] = true
+	}
+	for _, u := range opts.Users {
+		s.users[u.Name] = newUser(u, loop[u.Name])
+	}
+	s.vhosts["/"] = newVhost(s, "/")
+	for _, v := range opts.VHosts {
+		if s.vhosts[v] == nil {
+			s.vhosts[v] = newVhost(s, v)
+		}
+	}
+	return s, nil
+}
+
+// Start opens the data directory, recovers durable state and starts the
+// listeners; it returns as soon as they listen.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrServerClosed
+	}
+	if s.started {
+		return errors.New("broker: already started")
+	}
+	if s.opts.DataDir != "" {
+		st, err := openStore(s, s.opts.DataDir)
+		if err != nil {
+			return err
+		}
+		s.store = st
+	}
+	if s.opts.AMQPAddr != "" {
+		ln, err := net.Listen("tcp", s.opts.AMQPAddr)
+		if err != nil {
+			s.closeStore()
+			return fmt.Errorf("broker: listen: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.addr = ln.Addr()
+	}
+	if s.opts.TLSAddr != "" {
+		ln, err := tls.Listen("tcp", s.opts.TLSAddr, s.opts.TLSConfig)
+		if err != nil {
+			for _, l := range s.listeners {
+				_ = l.Close()
+			}
+			s.closeStore()
+			return fmt.Errorf("broker: listen tls: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.tlsAddr = ln.Addr()
+	}
+	for _, ln := range s.listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(ln)
+	}
+	s.started = true
+	close(s.ready)
+	s.log.Info("broker started", "addr", s.addr, "data", s.opts.DataDir)
+	return nil
+}
+
+func (s *Server) closeStore() {
+	if s.store != nil {
+		s.store.close()
+		s.store = nil
+	}
+}
+
+// ReadyForConnections waits up to timeout for Start to finish listening.
+func (s *Server) ReadyForConnections(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.ready:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.stopped
+	case <-t.C:
+		return false
+	}
+}
+
+// Addr returns the AMQP listener's address, or nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// TLSAddr returns the AMQPS listener's address, or nil.
+func (s *Server) TLSAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tlsAddr
+}
+
+// InProcessConn returns the client end of a net.Pipe served exactly like a
+// TCP connection (pass it to amqp091-go's amqp.Open).
+func (s *Server) InProcessConn() (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, ErrServerClosed
+	}
+	if !s.started {
+		return nil, ErrNotStarted
+	}
+	client, server := net.Pipe()
+	s.serveLocked(server)
+	return client, nil
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		s.serveLocked(nc)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) serveLocked(nc net.Conn) {
+	c := newConn(s, nc, s.connID.Add(1))
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+	}()
+}
+
+// admit enforces MaxConnections once a connection is authenticated.
+func (s *Server) admit(c *conn) bool {
+	if s.opts.MaxConnections == 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns) <= s.opts.MaxConnections
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) lookupUser(name string) *user {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users[name]
+}
+
+func (s *Server) vhost(name string) *vhost {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.vhosts[name]
+}
+
+// addQueued tracks queued bytes and raises or clears the memory alarm.
+func (s *Server) addQueued(n int64) {
+	v := s.queuedBytes.Add(n)
+	hw := s.opts.MemoryHighWatermark
+	if hw == 0 {
+		return
+	}
+	if v > hw && !s.alarm.Load() {
+		s.alarmMu.Lock()
+		if !s.alarm.Load() {
+			s.alarm.Store(true)
+			s.log.Warn("memory high watermark reached, blocking publishers", "queued_bytes", v)
+		}
+		s.alarmMu.Unlock()
+	} else if v < hw*9/10 && s.alarm.Load() {
+		s.alarmMu.Lock()
+		s.alarm.Store(false)
+		s.alarmCond.Broadcast()
+		s.alarmMu.Unlock()
+	}
+}
+
+// Shutdown closes listeners and connections (with connection.close
+// CONNECTION_FORCED), syncs the store and waits for every goroutine, or
+// until ctx ends, when it closes sockets outright.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	if !s.started {
+		close(s.ready)
+	}
+	s.shuttingDown.Store(true)
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.alarmMu.Lock()
+	s.alarmCond.Broadcast()
+	s.alarmMu.Unlock()
+	for _, c := range conns {
+		c.hangup()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range conns {
+			_ = c.nc.Close()
+		}
+		<-done
+	}
+	s.mu.Lock()
+	vhs := make([]*vhost, 0, len(s.vhosts))
+	for _, vh := range s.vhosts {
+		vhs = append(vhs, vh)
+	}
+	s.mu.Unlock()
+	for _, vh := range vhs {
+		vh.mu.RLock()
+		for _, q := range vh.queues {
+			q.mu.Lock()
+			q.stopTimersLocked()
+			q.mu.Unlock()
+		}
+		vh.mu.RUnlock()
+	}
+	s.closeStore()
+	s.log.Info("broker stopped")
+	return err
+}
+
+// hangup sends connection.close and closes the socket once it is flushed.
+func (c *conn) hangup() {
+	c.outMu.Lock()
+	if !c.flushDone {
+		c.out = amqp091.AppendMethodFrame(c.out, 0, &amqp091.ConnectionClose{ReplyCode: amqp091.ConnectionForced, ReplyText: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"})
+	}
+	c.outMu.Unlock()
+	c.signal()
+	// The reader is blocked on the socket; a short grace lets the client
+	// read the close before the socket goes.
+	c.srv.wg.Add(1)
+	go func() {
+		defer c.srv.wg.Done()
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-t.C:
+		}
+		_ = c.nc.Close()
+	}()
+}
