@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"oslogo/driver/rabbit"
+	"oslogo/messaging"
+)
+
+func init() {
+	register(&command{name: "bench", summary: "measure RPC calls, casts or notifications per second on a transport", run: runBench})
+}
+
+// benchResult is the JSON line `oslogo bench` prints last.
+type benchResult struct {
+	Impl        string  `json:"impl"`
+	Mode        string  `json:"mode"`
+	Concurrency int     `json:"concurrency"`
+	Size        int     `json:"size"`
+	Count       int     `json:"count"`
+	Seconds     float64 `json:"seconds"`
+	Rate        float64 `json:"rate"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+}
+
+func runBench(ctx context.Context, env *cmdEnv, args []string) error {
+	fs := newFlagSet(env, "bench", "[flags]")
+	rawURL := fs.String("url", "rabbit://guest:guest@127.0.0.1:5672/", "transport URL")
+	mode := fs.String("mode", "call", "call, cast, notify, or bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker)")
+	conc := fs.Int("concurrency", 1, "concurrent callers")
+	size := fs.Int("size", 64, "payload size in bytes")
+	count := fs.Int("count", 2000, "messages to send (after a warm-up of count/10)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *conc < 1 || *count < 1 || *size < 0 {
+		return &exitError{code: 2, err: errors.New("--concurrency and --count must be >= 1, --size >= 0")}
+	}
+	payload := strings.Repeat("x", *size)
+	var res *benchResult
+	var err error
+	switch *mode {
+	case "call", "cast", "notify":
+		res, err = benchOslogo(ctx, *rawURL, *mode, *conc, *count, payload)
+	case "bare-call":
+		res, err = benchBare(ctx, *rawURL, *conc, *count, payload)
+	default:
+		return &exitError{code: 2, err: fmt.Errorf("unknown --mode %q", *mode)}
+	}
+	if err != nil {
+		return err
+	}
+	res.Size = *size
+	fmt.Fprintf(env.stdout, "%s %s: %d messages, concurrency %d, %.0f/s, p50 %.3f ms, p99 %.3f ms\n",
+		res.Impl, res.Mode, res.Count, res.Concurrency, res.Rate, res.P50ms, res.P99ms)
+	line, _ := json.Marshal(res)
+	fmt.Fprintln(env.stdout, string(line))
+	return nil
+}
+
+// runWorkers runs op count times on conc goroutines and returns the
+// elapsed time and every latency.
+func runWorkers(ctx context.Context, conc, count int, op func(ctx context.Context) error) (time.Duration, []time.Duration, error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, conc)
+	errs := make([]error, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(count) {
+				t0 := time.Now()
+				if err := op(ctx); err != nil {
+					errs[w] = err
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	return elapsed, all, errors.Join(errs...)
+}
+
+func summarize(impl, mode string, conc, count int, elapsed time.Duration, lat []time.Duration) *benchResult {
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	return &benchResult{Impl: impl, Mode: mode, Concurrency: conc, Count: count, Seconds: elapsed.Seconds(),
+		Rate: float64(count) / elapsed.Seconds(), P50ms: pct(0.50), P99ms: pct(0.99)}
+}
+
+func benchOslogo(ctx context.Context, rawURL, mode string, conc, count int, payload string) (*benchResult, error) {
+	cfg := messaging.DefaultTransportConfig()
+	cfg.Notifications.Drivers = []string{"messagingv2"}
+	srvT, err := messaging.OpenTransport(ctx, rawURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer srvT.Close()
+	cliT, err := messaging.OpenTransport(ctx, rawURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cliT.Close()
+	topic := "oslogo_bench_" + rabbit.NewMessageID()[:8]
+	args := map[string]any{"s": payload}
+	warm := max(count/10, 1)
+
+	var received atomic.Int64
+	allIn := make(chan struct{})
+	var target atomic.Int64
+	target.Store(int64(warm))
+	got := func() {
+		if received.Add(1) == target.Load() {
+			allIn <- struct{}{}
+		}
+	}
+	waitAll := func(n int) error {
+		select {
+		case <-allIn:
+			return nil
+		case <-time.After(5 * time.Minute):
+			return fmt.Errorf("only %d of %d messages arrived", received.Load(), n)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
+	var op func(ctx context.Context) error
+	switch mode {
+	case "call", "cast":
+		ep := messaging.NewEndpoint(messaging.Target{})
+		ep.HandleRaw("echo", func(_ context.Context, a json.RawMessage) (any, error) {
+			if mode == "cast" {
+				got()
+			}
+			return a, nil
+		})
+		srv, err := messaging.NewRPCServer(srvT, messaging.Target{Topic: topic, Server: "bench"}, []*messaging.Endpoint{ep})
+		if err != nil {
+			return nil, err
+		}
+		if err := srv.Start(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { _ = srv.Stop(context.Background()); srv.Wait() }()
+		cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic}, messaging.WithTimeout(60*time.Second))
+		if mode == "call" {
+			op = func(ctx context.Context) error { _, err := cli.Call(ctx, "echo", args); return err }
+		} else {
+			op = func(ctx context.Context) error { return cli.Cast(ctx, "echo", args) }
+		}
+	case "notify":
+		handler := func(context.Context, *messaging.Notification) messaging.NotificationResult { got(); return messaging.Handled }
+		l, err := messaging.NewNotificationListener(srvT, []messaging.Target{{Topic: topic}},
+			[]messaging.NotificationEndpoint{{Handlers: map[messaging.Priority]messaging.NotificationHandler{messaging.PriorityInfo: handler}}})
+		if err != nil {
+			return nil, err
+		}
+		if err := l.Start(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { _ = l.Stop(context.Background()); l.Wait() }()
+		n, err := messaging.NewNotifier(cliT, "bench", messaging.WithNotifyTopics(topic))
+		if err != nil {
+			return nil, err
+		}
+		op = func(ctx context.Context) error { return n.Info(ctx, "bench", args) }
+	}
+	// Warm up connections, queues and the reply queue.
+	if _, _, err := runWorkers(ctx, conc, warm, op); err != nil {
+		return nil, err
+	}
+	if mode != "call" {
+		if err := waitAll(warm); err != nil {
+			return nil, err
+		}
+		received.Store(0)
+		target.Store(int64(count))
+	}
+	start := time.Now()
+	_, lat, err := runWorkers(ctx, conc, count, op)
+	if err != nil {
+		return nil, err
+	}
+	if mode != "call" {
+		// A cast or notification counts once the server has it.
+		if err := waitAll(count); err != nil {
+			return nil, err
+		}
+	}
+	elapsed := time.Since(start)
+	if mode == "notify" {
+		deleteQueue(rawURL, topic+".info")
+	}
+	return summarize("oslogo", mode, conc, count, elapsed, lat), nil
+}
+
+// amqpURL turns a rabbit:// URL into the first host's amqp:// URL.
+func amqpURL(rawURL string) (string, string, error) {
+	tu, err := rabbit.ParseURL(rawURL)
+	if err != nil {
+		return "", "", err
+	}
+	h := tu.Hosts[0]
+	return "amqp://" + url.UserPassword(h.Username, h.Password).String() + "@" + h.Addr + "/", tu.VirtualHost, nil
+}
+
+func deleteQueue(rawURL, name string) {
+	u, vhost, err := amqpURL(rawURL)
+	if err != nil {
+		return
+	}
+	c, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if ch, err := c.Channel(); err == nil {
+		_, _ = ch.QueueDelete(name, false, false, false)
+	}
+}
+
+// benchBare is the floor: the same request/reply over the same broker with
+// nothing but amqp091-go: a server queue, reply_to and correlation_id, a
+// map of pending calls, no envelope, no confirms.
+func benchBare(ctx context.Context, rawURL string, conc, count int, payload string) (*benchResult, error) {
+	u, vhost, err := amqpURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	srvConn, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+	if err != nil {
+		return nil, err
+	}
+	defer srvConn.Close()
+	cliConn, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+	if err != nil {
+		return nil, err
+	}
+	defer cliConn.Close()
+	sch, err := srvConn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	q, err := sch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	reqs, err := sch.Consume(q.Name, "", false, true, false, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	var swg sync.WaitGroup
+	swg.Add(1)
+	go func() {
+		defer swg.Done()
+		for d := range reqs {
+			_ = d.Ack(false)
+			_ = sch.Publish("", d.ReplyTo, false, false, amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: d.Body})
+		}
+	}()
+	cch, err := cliConn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	rq, err := cch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	replies, err := cch.Consume(rq.Name, "", false, true, false, false, nil)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	pending := map[string]chan []byte{}
+	var cwg sync.WaitGroup
+	cwg.Add(1)
+	go func() {
+		defer cwg.Done()
+		for d := range replies {
+			_ = d.Ack(false)
+			mu.Lock()
+			ch := pending[d.CorrelationId]
+			delete(pending, d.CorrelationId)
+			mu.Unlock()
+			if ch != nil {
+				ch <- d.Body
+			}
+		}
+	}()
+	body, _ := json.Marshal(map[string]any{"s": payload})
+	var seq atomic.Int64
+	op := func(ctx context.Context) error {
+		id := fmt.Sprint(seq.Add(1))
+		ch := make(chan []byte, 1)
+		mu.Lock()
+		pending[id] = ch
+		mu.Unlock()
+		if err := cch.Publish("", q.Name, false, false, amqp.Publishing{ContentType: "application/json", CorrelationId: id, ReplyTo: rq.Name, Body: body}); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+			return nil
+		case <-time.After(60 * time.Second):
+			return errors.New("bare call timed out")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, _, err := runWorkers(ctx, conc, max(count/10, 1), op); err != nil {
+		return nil, err
+	}
+	elapsed, lat, err := runWorkers(ctx, conc, count, op)
+	if err != nil {
+		return nil, err
+	}
+	_ = cliConn.Close()
+	_ = srvConn.Close()
+	cwg.Wait()
+	swg.Wait()
+	return summarize("amqp091-go", "call", conc, count, elapsed, lat), nil
+}

@@ -1,0 +1,12 @@
+# RPC over RabbitMQ: oslogo vs a bare amqp091-go loop vs Python oslo.messaging,
+# in one run on the broker at BENCH_URL (default: the oslogo_test vhost on
+# 127.0.0.1:5672). Writes docs/bench/rpc-results.jsonl and docs/bench/rpc.png
+# and prints the markdown table for docs/BENCHMARKS.md.
+.PHONY: bench-rpc test-rabbit
+
+bench-rpc: setup build
+	BENCH_BIN=$(BIN) bash interop/benchrpc/run.sh
+
+# test-rabbit runs the rabbit:// driver and interop tests only.
+test-rabbit: setup
+	$(GO) test -race -count=1 ./driver/rabbit/... ./interop/...
