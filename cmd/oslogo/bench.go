@@ -172,7 +172,10 @@ func benchOslogo(ctx context.Context, rawURL, mode string, conc, count int, payl
 			op = func(ctx context.Context) error { return cli.Cast(ctx, "echo", args) }
 		}
 	case "notify":
-		handler := func(context.Context, *messaging.Notification) messaging.NotificationResult { got(); return messaging.Handled }
+		handler := func(context.Context, *messaging.Notification) messaging.NotificationResult {
+			got()
+			return messaging.Handled
+		}
 		l, err := messaging.NewNotificationListener(srvT, []messaging.Target{{Topic: topic}},
 			[]messaging.NotificationEndpoint{{Handlers: map[messaging.Priority]messaging.NotificationHandler{messaging.PriorityInfo: handler}}})
 		if err != nil {
