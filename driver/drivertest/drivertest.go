@@ -818,11 +818,11 @@ func testNotifyFilter(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	send(n, ctx, "volume.create.start", map[string]any{"state": "creating"})   // volumes
-	send(n, ctx, "volume.delete.start", map[string]any{"state": "deleting"})   // nobody
-	send(n, ctx, "compute.instance.update", map[string]any{"state": "active"}) // compute (re.match "act")
-	send(n, ctxT(t), "compute.instance.update", map[string]any{"state": "active"})  // no user_id: nobody
-	send(n, ctx, "compute.instance.update", map[string]any{"state": 1})            // non-string: nobody
+	send(n, ctx, "volume.create.start", map[string]any{"state": "creating"})                     // volumes
+	send(n, ctx, "volume.delete.start", map[string]any{"state": "deleting"})                     // nobody
+	send(n, ctx, "compute.instance.update", map[string]any{"state": "active"})                   // compute (re.match "act")
+	send(n, ctxT(t), "compute.instance.update", map[string]any{"state": "active"})               // no user_id: nobody
+	send(n, ctx, "compute.instance.update", map[string]any{"state": 1})                          // non-string: nobody
 	send(n.Prepare("network.host"), ctx, "volume.create.end", map[string]any{"state": "active"}) // volumes only
 	// A final marker both endpoints accept proves delivery has caught up.
 	send(n, ctx, "volume.create.marker", map[string]any{"state": "active"})

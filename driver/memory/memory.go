@@ -574,7 +574,7 @@ type incomingRequest struct {
 	closed <-chan struct{}
 }
 
-func (r *incomingRequest) Request() *driver.Request      { return r.m.req }
+func (r *incomingRequest) Request() *driver.Request     { return r.m.req }
 func (r *incomingRequest) ClientTimeout() time.Duration { return r.m.clientTimeout }
 func (r *incomingRequest) IsCall() bool                 { return r.m.call != nil }
 
