@@ -198,6 +198,10 @@ type Options struct {
 	Config map[string]string
 	// Logger receives the driver's logs; never nil.
 	Logger *slog.Logger
+	// RawURL is the transport URL exactly as configured. Multi-host URLs
+	// ("rabbit://u1:p1@h1,u2:p2@h2/") do not survive net/url intact, so
+	// drivers that accept them parse this instead. Never log it.
+	RawURL string
 }
 
 // Opener builds a driver from a transport URL. It must not do network I/O

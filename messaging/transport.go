@@ -117,7 +117,7 @@ func OpenTransport(ctx context.Context, rawURL string, cfg TransportConfig) (*Tr
 		return nil, err
 	}
 	logger := loggerOrDiscard(cfg.Logger)
-	drv, err := open(ctx, u, driver.Options{Config: cfg.DriverConfig, Logger: logger.With("component", "driver", "scheme", u.Scheme)})
+	drv, err := open(ctx, u, driver.Options{Config: cfg.DriverConfig, Logger: logger.With("component", "driver", "scheme", u.Scheme), RawURL: rawURL})
 	if err != nil {
 		return nil, fmt.Errorf("messaging: open %s: %w", u.Redacted(), err)
 	}
