@@ -31,10 +31,13 @@ type cmdEnv struct {
 	stderr io.Writer
 }
 
-// exitError carries an exit code and a one-line message.
+// exitError carries an exit code and a one-line message. A bare error is
+// printed as it is, without the "oslogo <command>:" prefix (remote failures
+// print as "<module>.<class>: <message>").
 type exitError struct {
 	code int
 	err  error
+	bare bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -93,7 +96,13 @@ func runMain(ctx context.Context, env *cmdEnv, args []string) int {
 	if errors.As(err, &ee) {
 		code = ee.code
 	}
-	if msg := strings.TrimSpace(err.Error()); msg != "" {
+	// One line, whatever the error holds.
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	switch {
+	case msg == "":
+	case ee != nil && ee.bare:
+		fmt.Fprintln(env.stderr, msg)
+	default:
 		fmt.Fprintf(env.stderr, "oslogo %s: %s\n", name, msg)
 	}
 	return code
@@ -111,7 +120,10 @@ func main() {
 func newFlagSet(env *cmdEnv, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("oslogo "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	// The flag package calls Usage on every parse error; parseFlags prints
+	// the usage itself, only for --help.
+	fs.Usage = func() {}
+	usages[fs] = func() {
 		fs.SetOutput(env.stdout)
 		fmt.Fprintf(env.stdout, "usage: oslogo %s %s\n\nflags:\n", name, synopsis)
 		fs.PrintDefaults()
@@ -120,12 +132,15 @@ func newFlagSet(env *cmdEnv, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
+// usages holds the --help printer of each flag set.
+var usages = map[*flag.FlagSet]func(){}
+
 // parseFlags parses args, turning --help into flag.ErrHelp after printing
 // usage and any other problem into a usage error (exit 2).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usages[fs]()
 			return flag.ErrHelp
 		}
 		return &exitError{code: 2, err: err}
