@@ -17,9 +17,9 @@ func init() {
 type rpcFlags struct {
 	transportFlags
 	topic, server, exchange, namespace, version string
-	timeout                                    time.Duration
-	fanout                                     bool
-	retry                                      int
+	timeout                                     time.Duration
+	fanout                                      bool
+	retry                                       int
 }
 
 func (f *rpcFlags) register(fs *flag.FlagSet, withFanout bool) {
