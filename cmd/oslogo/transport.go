@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"oslogo/config"
 	_ "oslogo/driver/rabbit" // rabbit:// and kombu://
@@ -134,16 +133,4 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
-}
-
-// durationFlag parses oslo-style seconds ("30") as well as Go durations.
-func parseSeconds(s string) (time.Duration, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return d, nil
-	}
-	var f float64
-	if _, err := fmt.Sscanf(s, "%g", &f); err != nil {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	return time.Duration(f * float64(time.Second)), nil
 }
