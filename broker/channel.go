@@ -190,11 +190,11 @@ func (ch *channel) settleRecs(recs []unackedRec, kind int) {
 		}
 		switch kind {
 		case ackOK:
-			q.settle(es, false)
+			q.settle(es, false, ch.conn)
 		case ackDrop:
-			q.settle(es, true)
+			q.settle(es, true, ch.conn)
 		default:
-			q.requeue(es)
+			q.requeue(es, ch.conn)
 		}
 		clear(es)
 		ch.scratch = es[:0]
@@ -204,7 +204,7 @@ func (ch *channel) settleRecs(recs []unackedRec, kind int) {
 // deliver is called by a queue holding its lock: it records the delivery
 // and writes it to the connection. ok is false when the consumer has no
 // capacity now.
-func (ch *channel) deliver(c *consumer, q *queue, e *qentry) (ok, noAck bool) {
+func (ch *channel) deliver(c *consumer, q *queue, e *qentry, via *conn) (ok, noAck bool) {
 	conn := ch.conn
 	if conn.outLen.Load() > outHighWater {
 		conn.stall(q)
@@ -238,7 +238,7 @@ func (ch *channel) deliver(c *consumer, q *queue, e *qentry) (ok, noAck bool) {
 	}
 	conn.outMu.Unlock()
 	ch.mu.Unlock()
-	conn.signal()
+	conn.kick(via)
 	return true, c.noAck
 }
 
@@ -451,7 +451,7 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 		if now == 0 && (q.msgTTL >= 0 || m.ttl >= 0) {
 			now = nowMS()
 		}
-		acc, st := q.publish(m, now)
+		acc, st := q.publish(m, now, ch.conn)
 		stored = stored || st
 		rejected = rejected || !acc
 	}
@@ -540,6 +540,14 @@ func (ch *channel) takeAcked(tag uint64, multiple bool) ([]unackedRec, *amqpErro
 		return nil, errf(amqp091.PreconditionFailed, "unknown delivery tag %d", tag)
 	}
 	var recs []unackedRec
+	if multiple && tag != 0 {
+		// Like RabbitMQ, the tag itself must be outstanding.
+		n := ch.unacked.Len()
+		i := sort.Search(n, func(i int) bool { return ch.unacked.At(i).tag >= tag })
+		if i == n || ch.unacked.At(i).tag != tag || ch.unacked.At(i).done {
+			return nil, errf(amqp091.PreconditionFailed, "unknown delivery tag %d", tag)
+		}
+	}
 	if multiple {
 		for ch.unacked.Len() > 0 {
 			r := ch.unacked.Front()
@@ -592,7 +600,7 @@ func (ch *channel) doAck(tag uint64, multiple bool, kind int) *amqpError {
 		}
 		ch.mu.Unlock()
 		for _, q := range qs {
-			q.dispatch()
+			q.dispatch(ch.conn)
 		}
 	}
 	return nil

@@ -53,6 +53,14 @@ type conn struct {
 	outLen    atomic.Int64
 	stalled   map[*queue]struct{}
 	flushDone bool // writer has exited; drop further output
+	flushing  bool // a goroutine is writing a swapped-out buffer
+	// batching is set while the reader processes frames already buffered;
+	// output produced meanwhile is flushed at the end of the batch, often
+	// inline by the reader, saving a wake-up of the writer goroutine.
+	batching atomic.Bool
+	// touched lists connections this reader delivered to in the current
+	// batch (reader goroutine only).
+	touched []*conn
 	closeOut  bool // close the socket after the next flush
 	wake      chan struct{}
 	done      chan struct{}
@@ -262,11 +270,96 @@ func (c *conn) refuse(code uint16, text string) error {
 	return errors.New(text)
 }
 
-// signal wakes the writer.
+// signal makes sure pending output gets written: by this connection's
+// reader at the end of its batch if it is in one, else by the writer.
 func (c *conn) signal() {
+	if c.batching.Load() {
+		return
+	}
+	c.wakeWriter()
+}
+
+// kick is signal for output produced by another connection's reader (via),
+// which flushes it at the end of its own batch.
+func (c *conn) kick(via *conn) {
+	if via == nil || via == c || !via.batching.Load() {
+		c.signal()
+		return
+	}
+	for _, t := range via.touched {
+		if t == c {
+			return
+		}
+	}
+	via.touched = append(via.touched, c)
+}
+
+func (c *conn) wakeWriter() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+}
+
+// inlineLimit bounds what a reader writes to a socket itself; more is
+// left to the connection's writer so one slow peer cannot stall a reader
+// for long.
+const inlineLimit = 64 << 10
+
+// endBatch flushes what this reader's batch produced, here and on the
+// connections it delivered to.
+func (c *conn) endBatch() {
+	c.batching.Store(false)
+	c.flushInline()
+	for i, t := range c.touched {
+		t.flushInline()
+		c.touched[i] = nil
+	}
+	c.touched = c.touched[:0]
+}
+
+// flushInline writes pending output on the calling goroutine when no one
+// else is writing and it is small; otherwise it wakes the writer.
+func (c *conn) flushInline() {
+	c.outMu.Lock()
+	if c.flushing || c.flushDone || len(c.out) == 0 {
+		c.outMu.Unlock()
+		return
+	}
+	if len(c.out) > inlineLimit || c.batching.Load() {
+		c.outMu.Unlock()
+		c.wakeWriter()
+		return
+	}
+	c.flushing = true
+	buf := c.out
+	c.out = c.spare[:0]
+	c.spare = nil
+	c.outLen.Store(0)
+	stalled := c.stalled
+	c.stalled = nil
+	c.outMu.Unlock()
+	_, err := c.nc.Write(buf)
+	c.outMu.Lock()
+	c.flushing = false
+	if err != nil {
+		c.flushDone = true
+		c.out = nil
+		c.outMu.Unlock()
+		_ = c.nc.Close()
+		c.wakeWriter()
+		return
+	}
+	if c.spare == nil && cap(buf) <= 4<<20 {
+		c.spare = buf[:0]
+	}
+	more := len(c.out) > 0 || c.closeOut
+	c.outMu.Unlock()
+	if more {
+		c.wakeWriter()
+	}
+	for q := range stalled {
+		q.dispatch(nil)
 	}
 }
 
@@ -329,6 +422,15 @@ func (c *conn) writeLoop() {
 			wrote = false
 		}
 		c.outMu.Lock()
+		if c.flushing {
+			// An inline flush is writing; it wakes us if more is pending.
+			c.outMu.Unlock()
+			continue
+		}
+		if c.flushDone {
+			c.outMu.Unlock()
+			return
+		}
 		buf := c.out
 		c.out = c.spare[:0]
 		c.spare = nil
@@ -336,11 +438,13 @@ func (c *conn) writeLoop() {
 		stalled := c.stalled
 		c.stalled = nil
 		closeAfter := c.closeOut
+		c.flushing = true
 		c.outMu.Unlock()
 		if len(buf) > 0 {
 			wrote = true
 			if _, err := c.nc.Write(buf); err != nil {
 				c.outMu.Lock()
+				c.flushing = false
 				c.flushDone = true
 				c.out = nil
 				c.outMu.Unlock()
@@ -349,7 +453,8 @@ func (c *conn) writeLoop() {
 			}
 		}
 		c.outMu.Lock()
-		if cap(buf) <= 4<<20 {
+		c.flushing = false
+		if c.spare == nil && cap(buf) <= 4<<20 {
 			c.spare = buf[:0]
 		}
 		if closeAfter && len(c.out) == 0 {
@@ -357,9 +462,12 @@ func (c *conn) writeLoop() {
 			c.outMu.Unlock()
 			return
 		}
+		if len(c.out) > 0 || c.closeOut {
+			c.wakeWriter()
+		}
 		c.outMu.Unlock()
 		for q := range stalled {
-			q.dispatch()
+			q.dispatch(nil)
 		}
 	}
 }
@@ -378,7 +486,6 @@ func (c *conn) readLoop() error {
 	var closeDeadline time.Time
 	for {
 		if c.fr.Buffered() == 0 {
-			c.flushConfirms()
 			switch {
 			case c.closing:
 				if closeDeadline.IsZero() {
@@ -404,8 +511,15 @@ func (c *conn) readLoop() error {
 			}
 			return err
 		}
-		if done := c.handleFrame(f); done {
+		c.batching.Store(true)
+		done := c.handleFrame(f)
+		if done {
+			c.endBatch()
 			return nil
+		}
+		if c.fr.Buffered() == 0 {
+			c.flushConfirms()
+			c.endBatch()
 		}
 		if c.srv.shuttingDown.Load() && !c.closing {
 			c.connError(errf(amqp091.ConnectionForced, "broker forced connection closure with reason 'shutdown'"))

@@ -185,3 +185,30 @@ func TestAMQP091GoIntegrationSuite(t *testing.T) {
 	}
 	t.Logf("amqp091-go integration suite: %d tests passed", pass)
 }
+
+// TestOsloMessagingFunctionalSuite runs the functional tests Debian ships
+// in python3-oslo.messaging (call, cast, notify test cases) with
+// RPC_TRANSPORT_URL and NOTIFY_TRANSPORT_URL pointed at this broker.
+// MetricsTestCase is left out: it needs oslo.metrics and an HTTP endpoint
+// on :3000, unrelated to the broker.
+func TestOsloMessagingFunctionalSuite(t *testing.T) {
+	s, _ := startBroker(t, nil)
+	url := "rabbit://guest:guest@127.0.0.1:" + port(t, s) + "/"
+	mod := "oslo_messaging.tests.functional.test_functional."
+	out := run(t, 10*time.Minute, t.TempDir(), []string{"RPC_TRANSPORT_URL=" + url, "NOTIFY_TRANSPORT_URL=" + url},
+		python, "-m", "unittest", "-v", mod+"CallTestCase", mod+"CastTestCase", mod+"NotifyTestCase")
+	if !strings.Contains(out, "\nOK") || strings.Contains(out, "skipped") {
+		t.Fatalf("functional suite did not pass cleanly:\n%s", out)
+	}
+	t.Logf("oslo.messaging functional suite: %s", lastLine(out))
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "Ran ") {
+			return lines[i]
+		}
+	}
+	return lines[len(lines)-1]
+}

@@ -33,7 +33,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 		ch.conn.send(ch.id, &amqp091.ChannelFlowOk{Active: m.Active})
 		if m.Active {
 			for _, q := range qs {
-				q.dispatch()
+				q.dispatch(ch.conn)
 			}
 		}
 		return nil
@@ -82,7 +82,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			ch.mu.Unlock()
 			ch.conn.send(ch.id, &amqp091.BasicQosOk{})
 			for _, q := range qs {
-				q.dispatch()
+				q.dispatch(ch.conn)
 			}
 			return nil
 		}
@@ -566,7 +566,7 @@ func (ch *channel) basicConsume(m *amqp091.BasicConsume) *amqpError {
 	if !m.NoWait {
 		ch.conn.send(ch.id, &amqp091.BasicConsumeOk{ConsumerTag: tag})
 	}
-	q.dispatchLocked(&dls)
+	q.dispatchLocked(&dls, ch.conn)
 	q.mu.Unlock()
 	q.vh.deadLetter(q, dls)
 	return nil

@@ -129,7 +129,7 @@ func (q *queue) forgetLocked(e qentry) {
 
 // publish enqueues m. It reports whether the queue accepted the message
 // (reject-publish overflow refuses) and whether it was written to the store.
-func (q *queue) publish(m *message, now int64) (accepted, stored bool) {
+func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool) {
 	var dls []deadLetter
 	q.mu.Lock()
 	if q.deleted {
@@ -179,7 +179,7 @@ func (q *queue) publish(m *message, now int64) (accepted, stored bool) {
 		stored = true
 	}
 	if q.readyCount == 0 && len(q.consumers) > 0 {
-		if q.deliverLocked(&e, &dls) {
+		if q.deliverLocked(&e, &dls, via) {
 			q.mu.Unlock()
 			q.vh.deadLetter(q, dls)
 			return true, stored
@@ -206,7 +206,9 @@ func (q *queue) full(m *message) bool {
 
 // deliverLocked hands e to a consumer with capacity; it reports whether
 // one took it.
-func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter) bool {
+// via is the connection whose reader is delivering (nil for others); it
+// flushes consumers' output at the end of its batch.
+func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter, via *conn) bool {
 	n := len(q.consumers)
 	if n == 0 {
 		return false
@@ -214,12 +216,12 @@ func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter) bool {
 	if q.sac {
 		// Single active consumer: only the first registered receives.
 		c := q.consumers[0]
-		return q.handTo(c, e)
+		return q.handTo(c, e, via)
 	}
 	for i := 0; i < n; i++ {
 		idx := (q.rr + i) % n
 		c := q.consumers[idx]
-		if q.handTo(c, e) {
+		if q.handTo(c, e, via) {
 			q.rr = (idx + 1) % n
 			return true
 		}
@@ -227,8 +229,8 @@ func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter) bool {
 	return false
 }
 
-func (q *queue) handTo(c *consumer, e *qentry) bool {
-	ok, noAck := c.ch.deliver(c, q, e)
+func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
+	ok, noAck := c.ch.deliver(c, q, e, via)
 	if !ok {
 		return false
 	}
@@ -241,7 +243,7 @@ func (q *queue) handTo(c *consumer, e *qentry) bool {
 }
 
 // dispatchLocked delivers ready messages while consumers have capacity.
-func (q *queue) dispatchLocked(dls *[]deadLetter) {
+func (q *queue) dispatchLocked(dls *[]deadLetter, via *conn) {
 	if len(q.consumers) == 0 || q.readyCount == 0 {
 		return
 	}
@@ -260,7 +262,7 @@ func (q *queue) dispatchLocked(dls *[]deadLetter) {
 				continue
 			}
 		}
-		if !q.deliverLocked(e, dls) {
+		if !q.deliverLocked(e, dls, via) {
 			return
 		}
 		q.popLocked(lv)
@@ -268,11 +270,11 @@ func (q *queue) dispatchLocked(dls *[]deadLetter) {
 }
 
 // dispatch runs dispatchLocked and routes what it dead-letters.
-func (q *queue) dispatch() {
+func (q *queue) dispatch(via *conn) {
 	var dls []deadLetter
 	q.mu.Lock()
 	if !q.deleted {
-		q.dispatchLocked(&dls)
+		q.dispatchLocked(&dls, via)
 	}
 	q.mu.Unlock()
 	q.vh.deadLetter(q, dls)
@@ -357,7 +359,7 @@ func (q *queue) onExpire(gen uint64) {
 
 // requeue returns unacknowledged entries to the head of the queue in their
 // original order, counting quorum delivery attempts.
-func (q *queue) requeue(es []qentry) {
+func (q *queue) requeue(es []qentry, via *conn) {
 	var dls []deadLetter
 	q.mu.Lock()
 	for i := len(es) - 1; i >= 0; i-- {
@@ -378,7 +380,7 @@ func (q *queue) requeue(es []qentry) {
 		}
 		q.pushLocked(e, true)
 	}
-	q.dispatchLocked(&dls)
+	q.dispatchLocked(&dls, via)
 	if q.readyCount > 0 {
 		q.armTTLLocked()
 	}
@@ -387,7 +389,7 @@ func (q *queue) requeue(es []qentry) {
 }
 
 // settle removes acknowledged (or rejected without requeue) entries.
-func (q *queue) settle(es []qentry, reject bool) {
+func (q *queue) settle(es []qentry, reject bool, via *conn) {
 	var dls []deadLetter
 	q.mu.Lock()
 	for _, e := range es {
@@ -398,7 +400,7 @@ func (q *queue) settle(es []qentry, reject bool) {
 		}
 	}
 	if !q.deleted {
-		q.dispatchLocked(&dls)
+		q.dispatchLocked(&dls, via)
 	}
 	q.mu.Unlock()
 	q.vh.deadLetter(q, dls)
@@ -450,7 +452,7 @@ func (q *queue) removeConsumer(c *consumer) bool {
 	q.touchLocked()
 	if q.sac && len(q.consumers) > 0 && !q.deleted {
 		var dls []deadLetter
-		q.dispatchLocked(&dls)
+		q.dispatchLocked(&dls, nil)
 		defer q.vh.deadLetter(q, dls)
 	}
 	return q.autoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted

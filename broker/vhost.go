@@ -333,7 +333,7 @@ func (vh *vhost) deadLetter(q *queue, dls []deadLetter) {
 			if tq == q && dl.reason != "rejected" && dl.reason != "delivery_limit" {
 				continue
 			}
-			tq.publish(nm, 0)
+			tq.publish(nm, 0, nil)
 		}
 	}
 }

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs the broker benchmark in one go: the embedded broker (oslogo), a
+# second RabbitMQ 3.10 node and garagemq, each on its own port, measured one
+# after the other by the same amqp091-go load generator. Writes
+# docs/bench/broker-results.jsonl and docs/bench/broker-bench.png.
+# The system RabbitMQ node on 5672 is never touched.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+OUT=docs/bench
+mkdir -p "$OUT" bin
+GO=${GO:-go}
+$GO build -o bin/oslogo ./cmd/oslogo
+$GO build -o bin/broker-loadgen ./broker/internal/loadgen
+TMP=$(mktemp -d /tmp/oslogo-bench.XXXXXX)
+chmod 755 "$TMP"
+OSLOGO_PORT=${OSLOGO_PORT:-5791}
+RABBIT_PORT=${RABBIT_PORT:-5792}
+RABBIT_DIST=${RABBIT_DIST:-25792}
+GARAGE_PORT=${GARAGE_PORT:-5793}
+LOADGEN_ARGS=${LOADGEN_ARGS:-}
+RESULTS=$OUT/broker-results.jsonl
+: > "$RESULTS"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	if [ -n "${RABBIT_NODE:-}" ]; then
+		HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+wait_port() {
+	for _ in $(seq 1 120); do
+		(exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+		sleep 0.5
+	done
+	echo "bench: nothing listening on $1" >&2
+	return 1
+}
+
+measure() { # name pid port
+	echo "bench: measuring $1" >&2
+	timeout 900 ./bin/broker-loadgen -name "$1" -pid "$2" -url "amqp://guest:guest@127.0.0.1:$3/" $LOADGEN_ARGS >> "$RESULTS" ||
+		echo "{\"name\":\"$1\",\"errors\":[\"load generator failed or timed out\"]}" >> "$RESULTS"
+}
+
+# 1. oslogo embedded broker, persistent storage on (confirms after fsync).
+./bin/oslogo broker --amqp 127.0.0.1:$OSLOGO_PORT --data "$TMP/oslogo" > "$TMP/oslogo.log" 2>&1 &
+OSLOGO_PID=$!
+pids+=("$OSLOGO_PID")
+wait_port $OSLOGO_PORT
+sleep 1
+measure oslogo "$OSLOGO_PID" $OSLOGO_PORT
+kill "$OSLOGO_PID"; wait "$OSLOGO_PID" 2>/dev/null || true
+
+# 2. A second RabbitMQ 3.10 node beside the system one.
+RABBIT_NODE="bench$$@$(hostname -s)"
+mkdir -p "$TMP/rabbit"
+cat > "$TMP/rabbit/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+loopback_users.guest = true
+CONF
+echo "[]." > "$TMP/rabbit/enabled_plugins"
+chown -R rabbitmq:rabbitmq "$TMP/rabbit"
+su -s /bin/sh rabbitmq -c "HOME=/var/lib/rabbitmq RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_PORT=$RABBIT_PORT \
+	RABBITMQ_DIST_PORT=$RABBIT_DIST RABBITMQ_MNESIA_BASE=$TMP/rabbit/mnesia RABBITMQ_LOG_BASE=$TMP/rabbit/log \
+	RABBITMQ_ENABLED_PLUGINS_FILE=$TMP/rabbit/enabled_plugins RABBITMQ_CONFIG_FILE=$TMP/rabbit/rabbitmq \
+	/usr/lib/rabbitmq/bin/rabbitmq-server" > "$TMP/rabbit.out" 2>&1 &
+pids+=($!)
+wait_port $RABBIT_PORT
+HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" -q await_startup >/dev/null 2>&1 || true
+RABBIT_PID=$(HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" eval 'list_to_integer(os:getpid()).' 2>/dev/null | tr -d '\r\n ')
+sleep 2
+measure rabbitmq-3.10 "${RABBIT_PID:-0}" $RABBIT_PORT
+HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" stop >/dev/null 2>&1 || true
+RABBIT_NODE=
+
+# 3. garagemq (Debian package), its own port and data directory.
+cat > "$TMP/garagemq.yaml" <<CONF
+proto: amqp-rabbit
+users:
+  - username: guest
+    password: 084e0343a0486ff05530df6c705c8bb4
+tcp:
+  ip: 127.0.0.1
+  port: $GARAGE_PORT
+  nodelay: false
+  readBufSize: 196608
+  writeBufSize: 196608
+admin:
+  ip: 127.0.0.1
+  port: 0
+queue:
+  shardSize: 8192
+  maxMessagesInRam: 131072
+db:
+  defaultPath: $TMP/garagemq-db
+  engine: badger
+vhost:
+  defaultPath: /
+security:
+  passwordCheck: md5
+connection:
+  channelsMax: 4096
+  frameMaxSize: 65536
+CONF
+garagemq --config "$TMP/garagemq.yaml" --log-level error > "$TMP/garagemq.log" 2>&1 &
+GARAGE_PID=$!
+pids+=("$GARAGE_PID")
+wait_port $GARAGE_PORT
+sleep 1
+measure garagemq "$GARAGE_PID" $GARAGE_PORT
+kill "$GARAGE_PID" 2>/dev/null || true
+
+./bin/broker-loadgen -chart "$RESULTS" -png "$OUT/broker-bench.png" -ref rabbitmq-3.10
+cat "$RESULTS"

@@ -1,0 +1,518 @@
+// Command loadgen measures an AMQP 0-9-1 broker with amqp091-go: one queue
+// publish-to-consume (transient 100 B, persistent with confirms), request/
+// reply round trips at 1 and 8 callers, fanout to 10 queues, topic routing
+// through 10,000 bindings, and the broker's resident memory idle and with
+// 1 million queued messages. It prints one JSON object.
+//
+// Usage: go run ./broker/internal/loadgen -url amqp://guest:guest@127.0.0.1:5673/ -pid PID -name oslogo
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Result is what one broker scored.
+type Result struct {
+	Name              string  `json:"name"`
+	TransientMsgs     float64 `json:"transient_msgs_per_s"`
+	PersistentSeconds float64 `json:"persistent_confirm_seconds"`
+	PersistentMsgs    float64 `json:"persistent_msgs_per_s"`
+	RoundTrips1       float64 `json:"round_trips_per_s_1"`
+	RoundTrips8       float64 `json:"round_trips_per_s_8"`
+	FanoutDeliveries  float64 `json:"fanout_deliveries_per_s"`
+	TopicMsgs         float64 `json:"topic_msgs_per_s"`
+	IdleRSSMB         float64 `json:"idle_rss_mb"`
+	AfterLoadRSSMB    float64 `json:"after_load_rss_mb"`
+	MillionRSSMB      float64 `json:"million_queued_rss_mb"`
+	Errors            []string `json:"errors,omitempty"`
+}
+
+var (
+	url       = flag.String("url", "amqp://guest:guest@127.0.0.1:5672/", "broker URL")
+	pid       = flag.Int("pid", 0, "broker process id for RSS (0 skips)")
+	name      = flag.String("name", "broker", "name in the output")
+	transient = flag.Int("transient", 200000, "messages in the transient test")
+	persist   = flag.Int("persistent", 20000, "messages in the persistent test")
+	rttDur    = flag.Duration("rtt", 3*time.Second, "duration of each round-trip test")
+	fanoutN   = flag.Int("fanout", 20000, "messages published in the fanout test")
+	topicN    = flag.Int("topic", 50000, "messages in the topic test")
+	million   = flag.Int("million", 1000000, "messages queued for the memory test (0 skips)")
+	only      = flag.String("only", "", "comma-separated subset: transient,persistent,rtt,fanout,topic,memory")
+	chartIn   = flag.String("chart", "", "render this results file (JSON lines) as a PNG instead of measuring")
+	chartOut  = flag.String("png", "broker-bench.png", "PNG written by -chart")
+	chartRef  = flag.String("ref", "rabbitmq-3.10", "reference broker name for -chart ratios")
+)
+
+func main() {
+	flag.Parse()
+	if *chartIn != "" {
+		if err := chart(*chartIn, *chartOut, *chartRef); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	r := Result{Name: *name}
+	want := func(s string) bool { return *only == "" || strings.Contains(","+*only+",", ","+s+",") }
+	r.IdleRSSMB = rss()
+	step := func(n string, f func() error) {
+		if !want(n) {
+			return
+		}
+		log.Printf("%s: %s", *name, n)
+		if err := f(); err != nil {
+			log.Printf("%s: %s: %v", *name, n, err)
+			r.Errors = append(r.Errors, n+": "+err.Error())
+		}
+	}
+	step("transient", func() (err error) { r.TransientMsgs, err = oneQueue(*transient, false); return })
+	step("persistent", func() (err error) {
+		var secs float64
+		secs, err = persistent(*persist)
+		r.PersistentSeconds = secs
+		if secs > 0 {
+			r.PersistentMsgs = float64(*persist) / secs
+		}
+		return
+	})
+	step("rtt", func() (err error) {
+		if r.RoundTrips1, err = roundTrips(1); err != nil {
+			return err
+		}
+		r.RoundTrips8, err = roundTrips(8)
+		return
+	})
+	step("fanout", func() (err error) { r.FanoutDeliveries, err = fanout(*fanoutN, 10); return })
+	step("topic", func() (err error) { r.TopicMsgs, err = topic(*topicN, 10000); return })
+	r.AfterLoadRSSMB = rss()
+	step("memory", func() (err error) {
+		if *million == 0 {
+			return nil
+		}
+		r.MillionRSSMB, err = fill(*million)
+		return
+	})
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func rss() float64 {
+	if *pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", *pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func conn() (*amqp.Connection, *amqp.Channel, error) {
+	c, err := amqp.Dial(*url)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, ch, nil
+}
+
+var body100 = make([]byte, 100)
+
+// oneQueue publishes n messages to one queue while a consumer on another
+// connection drains it; the rate is n over the time to the last delivery.
+func oneQueue(n int, persistentMode bool) (float64, error) {
+	pc, pch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer pc.Close()
+	cc, cch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	q := fmt.Sprintf("bench.one.%d", time.Now().UnixNano())
+	if _, err := pch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	defer func() { _, _ = pch.QueueDelete(q, false, false, false) }()
+	if err := cch.Qos(2000, 0, false); err != nil {
+		return 0, err
+	}
+	d, err := cch.Consume(q, "", false, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			m, ok := <-d
+			if !ok {
+				done <- fmt.Errorf("deliveries closed after %d", i)
+				return
+			}
+			if i%100 == 99 || i == n-1 {
+				if err := m.Ack(true); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	start := time.Now()
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		if err := pch.PublishWithContext(ctx, "", q, false, false, amqp.Publishing{Body: body100}); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, err
+		}
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("timeout")
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// persistent publishes n persistent messages to a durable queue with
+// publisher confirms (up to 1000 outstanding) and times the last confirm.
+func persistent(n int) (float64, error) {
+	c, ch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	q := fmt.Sprintf("bench.persist.%d", time.Now().UnixNano())
+	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	defer func() { _, _ = ch.QueueDelete(q, false, false, false) }()
+	if err := ch.Confirm(false); err != nil {
+		return 0, err
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, n+1))
+	sem := make(chan struct{}, 1000)
+	var acked atomic.Int64
+	doneCh := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			cf, ok := <-confirms
+			if !ok {
+				doneCh <- fmt.Errorf("confirms closed")
+				return
+			}
+			if !cf.Ack {
+				doneCh <- fmt.Errorf("nack %d", cf.DeliveryTag)
+				return
+			}
+			acked.Add(1)
+			<-sem
+		}
+		doneCh <- nil
+	}()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		if err := ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body100}); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case err := <-doneCh:
+		if err != nil {
+			return 0, err
+		}
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("timeout after %d confirms", acked.Load())
+	}
+	return time.Since(start).Seconds(), nil
+}
+
+// roundTrips runs callers that each send a request with reply_to and wait
+// for the server's reply before sending the next, for the -rtt duration.
+func roundTrips(callers int) (float64, error) {
+	sc, sch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer sc.Close()
+	q := fmt.Sprintf("bench.rpc.%d", time.Now().UnixNano())
+	if _, err := sch.QueueDeclare(q, false, true, false, false, nil); err != nil {
+		return 0, err
+	}
+	reqs, err := sch.Consume(q, "", true, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	go func() {
+		for m := range reqs {
+			_ = sch.PublishWithContext(context.Background(), "", m.ReplyTo, false, false,
+				amqp.Publishing{CorrelationId: m.CorrelationId, Body: m.Body})
+		}
+	}()
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	stop := time.Now().Add(*rttDur)
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, ch, err := conn()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			rq, err := ch.QueueDeclare(fmt.Sprintf("%s.reply.%d", q, i), false, true, true, false, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			replies, err := ch.Consume(rq.Name, "", true, false, false, false, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for n := 0; time.Now().Before(stop); n++ {
+				id := strconv.Itoa(n)
+				if err := ch.PublishWithContext(context.Background(), "", q, false, false,
+					amqp.Publishing{ReplyTo: rq.Name, CorrelationId: id, Body: body100}); err != nil {
+					errs <- err
+					return
+				}
+				m, ok := <-replies
+				if !ok || m.CorrelationId != id {
+					errs <- fmt.Errorf("bad reply")
+					return
+				}
+				total.Add(1)
+			}
+		}(i)
+	}
+	start := time.Now()
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	_, _ = sch.QueueDelete(q, false, false, false)
+	select {
+	case err := <-errs:
+		return 0, err
+	default:
+	}
+	return float64(total.Load()) / el, nil
+}
+
+// fanout publishes n messages to a fanout exchange bound to k queues, each
+// with its own consumer, and counts deliveries per second.
+func fanout(n, k int) (float64, error) {
+	pc, pch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer pc.Close()
+	ex := fmt.Sprintf("bench.fanout.%d", time.Now().UnixNano())
+	if err := pch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, k)
+	cc, err := amqp.Dial(*url)
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	for i := 0; i < k; i++ {
+		// One channel per consumer: a multiple ack covers the whole channel.
+		cch, err := cc.Channel()
+		if err != nil {
+			return 0, err
+		}
+		if err := cch.Qos(2000, 0, false); err != nil {
+			return 0, err
+		}
+		q, err := cch.QueueDeclare(fmt.Sprintf("%s.%d", ex, i), false, true, true, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		if err := cch.QueueBind(q.Name, "", ex, false, nil); err != nil {
+			return 0, err
+		}
+		d, err := cch.Consume(q.Name, "", false, false, false, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < n; j++ {
+				m, ok := <-d
+				if !ok {
+					errs <- fmt.Errorf("closed")
+					return
+				}
+				if j%100 == 99 || j == n-1 {
+					_ = m.Ack(true)
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := pch.PublishWithContext(context.Background(), ex, "", false, false, amqp.Publishing{Body: body100}); err != nil {
+			return 0, err
+		}
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return 0, err
+	default:
+	}
+	return float64(n*k) / time.Since(start).Seconds(), nil
+}
+
+// topic binds 10 queues to a topic exchange with bindings patterns in
+// total ("app.<i>.*.event" style keys) and publishes messages whose keys
+// each match one binding.
+func topic(n, bindings int) (float64, error) {
+	pc, pch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer pc.Close()
+	ex := fmt.Sprintf("bench.topic.%d", time.Now().UnixNano())
+	if err := pch.ExchangeDeclare(ex, "topic", false, true, false, false, nil); err != nil {
+		return 0, err
+	}
+	cc, err := amqp.Dial(*url)
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	const queues = 10
+	var got atomic.Int64
+	allDone := make(chan struct{})
+	var cch *amqp.Channel
+	for i := 0; i < queues; i++ {
+		// One channel per consumer: a multiple ack covers the whole channel.
+		if cch, err = cc.Channel(); err != nil {
+			return 0, err
+		}
+		if err := cch.Qos(2000, 0, false); err != nil {
+			return 0, err
+		}
+		q, err := cch.QueueDeclare(fmt.Sprintf("%s.%d", ex, i), false, true, true, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		for b := i; b < bindings; b += queues {
+			if err := cch.QueueBind(q.Name, fmt.Sprintf("app.%d.*.event", b), ex, true, nil); err != nil {
+				return 0, err
+			}
+		}
+		d, err := cch.Consume(q.Name, "", false, false, false, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		go func() {
+			j := 0
+			for m := range d {
+				j++
+				if j%100 == 0 {
+					_ = m.Ack(true)
+				} else if got.Load()+1 >= int64(n) {
+					_ = m.Ack(true)
+				}
+				if got.Add(1) == int64(n) {
+					close(allDone)
+				}
+			}
+		}()
+	}
+	// A synchronous call makes sure every binding is in place.
+	if _, err := cch.QueueDeclarePassive(fmt.Sprintf("%s.%d", ex, queues-1), false, true, true, false, nil); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("app.%d.host%d.event", (i*7919)%bindings, i%5)
+		if err := pch.PublishWithContext(context.Background(), ex, key, false, false, amqp.Publishing{Body: body100}); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-allDone:
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("timeout with %d of %d delivered", got.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// fill queues n transient 100-byte messages with no consumer, reads RSS,
+// then deletes the queue.
+func fill(n int) (float64, error) {
+	c, ch, err := conn()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	q := fmt.Sprintf("bench.fill.%d", time.Now().UnixNano())
+	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	defer func() { _, _ = ch.QueueDelete(q, false, false, false) }()
+	if err := ch.Confirm(false); err != nil {
+		return 0, err
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 20000))
+	const batch = 10000
+	for i := 0; i < n; i += batch {
+		for j := 0; j < batch && i+j < n; j++ {
+			if err := ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{Body: body100}); err != nil {
+				return 0, err
+			}
+		}
+		for j := 0; j < batch && i+j < n; j++ {
+			if _, ok := <-confirms; !ok {
+				return 0, fmt.Errorf("confirms closed")
+			}
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		qi, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		if qi.Messages >= n {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return rss(), nil
+}
