@@ -60,11 +60,11 @@ type conn struct {
 	batching atomic.Bool
 	// touched lists connections this reader delivered to in the current
 	// batch (reader goroutine only).
-	touched []*conn
-	closeOut  bool // close the socket after the next flush
-	wake      chan struct{}
-	done      chan struct{}
-	writerWG  sync.WaitGroup
+	touched  []*conn
+	closeOut bool // close the socket after the next flush
+	wake     chan struct{}
+	done     chan struct{}
+	writerWG sync.WaitGroup
 
 	blockedSent bool
 	// Reused method values for the hot paths, guarded by outMu.

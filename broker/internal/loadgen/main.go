@@ -25,17 +25,17 @@ import (
 
 // Result is what one broker scored.
 type Result struct {
-	Name              string  `json:"name"`
-	TransientMsgs     float64 `json:"transient_msgs_per_s"`
-	PersistentSeconds float64 `json:"persistent_confirm_seconds"`
-	PersistentMsgs    float64 `json:"persistent_msgs_per_s"`
-	RoundTrips1       float64 `json:"round_trips_per_s_1"`
-	RoundTrips8       float64 `json:"round_trips_per_s_8"`
-	FanoutDeliveries  float64 `json:"fanout_deliveries_per_s"`
-	TopicMsgs         float64 `json:"topic_msgs_per_s"`
-	IdleRSSMB         float64 `json:"idle_rss_mb"`
-	AfterLoadRSSMB    float64 `json:"after_load_rss_mb"`
-	MillionRSSMB      float64 `json:"million_queued_rss_mb"`
+	Name              string   `json:"name"`
+	TransientMsgs     float64  `json:"transient_msgs_per_s"`
+	PersistentSeconds float64  `json:"persistent_confirm_seconds"`
+	PersistentMsgs    float64  `json:"persistent_msgs_per_s"`
+	RoundTrips1       float64  `json:"round_trips_per_s_1"`
+	RoundTrips8       float64  `json:"round_trips_per_s_8"`
+	FanoutDeliveries  float64  `json:"fanout_deliveries_per_s"`
+	TopicMsgs         float64  `json:"topic_msgs_per_s"`
+	IdleRSSMB         float64  `json:"idle_rss_mb"`
+	AfterLoadRSSMB    float64  `json:"after_load_rss_mb"`
+	MillionRSSMB      float64  `json:"million_queued_rss_mb"`
 	Errors            []string `json:"errors,omitempty"`
 }
 
