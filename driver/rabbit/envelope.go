@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"oslogo/driver"
@@ -36,10 +38,21 @@ const maxBodySize = 256 << 20
 // without requeue, as oslo does.
 var errMalformed = errors.New("rabbit: malformed message")
 
+// idSources hands out ChaCha8 generators seeded from crypto/rand: a
+// publish takes two or three ids, and a getrandom system call for each
+// showed in profiles; ChaCha8 is a cryptographically strong generator.
+var idSources = sync.Pool{New: func() any {
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	return mrand.NewChaCha8(seed)
+}}
+
 // newHexID returns uuid4().hex: 32 lower-case hex digits.
 func newHexID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	src := idSources.Get().(*mrand.ChaCha8)
+	_, _ = src.Read(b[:])
+	idSources.Put(src)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return hex.EncodeToString(b[:])
@@ -294,9 +307,15 @@ func decodeBody(ctype string, headers map[string]any, body []byte) (message, err
 
 // decodeEnvelope parses the JSON body of a message.
 func decodeEnvelope(body []byte) (message, error) {
-	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
-		if err2 := json.Unmarshal(tolerantJSON(body), &m); err2 != nil || m == nil {
+	m, ok := parseObject(body)
+	if !ok {
+		var err error
+		if m, ok = parseObject(tolerantJSON(body)); !ok || m == nil {
+			var probe message
+			err = json.Unmarshal(body, &probe) // for the error text
+			if err == nil {
+				err = errors.New("not a JSON object")
+			}
 			return nil, fmt.Errorf("%w: %v", errMalformed, err)
 		}
 	}
@@ -308,17 +327,22 @@ func decodeEnvelope(body []byte) (message, error) {
 	if !hasVer || !hasMsg {
 		return m, nil
 	}
-	var ver string
-	if err := json.Unmarshal(rawVer, &ver); err != nil || !versionCompatible(envelopeVersion, ver) {
+	ver, ok := rawString(rawVer)
+	if !ok || !versionCompatible(envelopeVersion, ver) {
 		return nil, fmt.Errorf("%w: unsupported envelope version %s", errMalformed, rawVer)
 	}
-	var inner string
-	if err := json.Unmarshal(rawMsg, &inner); err != nil {
+	inner, ok := rawString(rawMsg)
+	if !ok {
 		return nil, fmt.Errorf("%w: oslo.message is not a string", errMalformed)
 	}
-	var im message
-	if err := json.Unmarshal([]byte(inner), &im); err != nil {
-		if err2 := json.Unmarshal(tolerantJSON([]byte(inner)), &im); err2 != nil {
+	im, ok := parseObject([]byte(inner))
+	if !ok {
+		if im, ok = parseObject(tolerantJSON([]byte(inner))); !ok {
+			var probe message
+			err := json.Unmarshal([]byte(inner), &probe)
+			if err == nil {
+				err = errors.New("not a JSON object")
+			}
 			return nil, fmt.Errorf("%w: oslo.message: %v", errMalformed, err)
 		}
 	}
@@ -360,14 +384,7 @@ func splitVersion(v string) ([3]int, bool) {
 
 // str returns the string value of key, "" when absent, null or not a string.
 func (m message) str(key string) string {
-	raw, ok := m[key]
-	if !ok {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return ""
-	}
+	s, _ := rawString(m[key])
 	return s
 }
 
@@ -386,15 +403,15 @@ func (m message) context() (map[string]any, error) {
 		if !ok {
 			continue
 		}
-		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
+		v, err := rawAny(raw)
+		if err != nil {
 			return nil, fmt.Errorf("%w: context key %q: %v", errMalformed, name, err)
 		}
 		ctx[name] = v
 	}
 	var timeout any
 	if raw, ok := m["_timeout"]; ok {
-		_ = json.Unmarshal(raw, &timeout)
+		timeout, _ = rawAny(raw)
 	}
 	ctx["client_timeout"] = timeout
 	return ctx, nil
@@ -412,7 +429,7 @@ type incomingRequest struct {
 // decodeRequest reads an RPC request dict.
 func decodeRequest(m message) (*incomingRequest, error) {
 	in := &incomingRequest{}
-	if err := json.Unmarshal(m["method"], &in.req.Method); err != nil || in.req.Method == "" {
+	if in.req.Method = m.str("method"); in.req.Method == "" {
 		return nil, fmt.Errorf("%w: request without a method", errMalformed)
 	}
 	if args, ok := m["args"]; ok && string(bytes.TrimSpace(args)) != "null" {
@@ -429,8 +446,8 @@ func decodeRequest(m message) (*incomingRequest, error) {
 	in.replyQ = m.str("_reply_q")
 	in.uniqueID = m.str("_unique_id")
 	if !m.isNull("_timeout") {
-		var secs float64
-		if err := json.Unmarshal(m["_timeout"], &secs); err != nil {
+		secs, ok := rawNumber(m["_timeout"])
+		if !ok {
 			return nil, fmt.Errorf("%w: _timeout is not a number", errMalformed)
 		}
 		if secs > 0 {
@@ -465,8 +482,7 @@ func decodeReply(m message) (*incomingReply, error) {
 	}
 	if !m.isNull("failure") {
 		raw := m["failure"]
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
+		if s, ok := rawString(raw); ok {
 			raw = json.RawMessage(s)
 		}
 		var f driver.Failure
@@ -476,7 +492,7 @@ func decodeReply(m message) (*incomingReply, error) {
 		r.failure = &f
 	}
 	if raw, ok := m["ending"]; ok {
-		_ = json.Unmarshal(raw, &r.ending)
+		r.ending, _ = rawBool(raw)
 	}
 	return r, nil
 }

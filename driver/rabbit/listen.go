@@ -20,12 +20,28 @@ import (
 // buffers them (RPC, already acked).
 const inboxSize = 64
 
-// consumeSession is one listening connection with its consumers.
+// maxBatch bounds the deliveries taken from a consumer in one go (and the
+// replies acknowledged together).
+const maxBatch = 64
+
+// replyAckDelay is how long a handled reply may stay unacknowledged before
+// the reply consumer acknowledges everything it handled with one
+// basic.ack(multiple).
+const replyAckDelay = 25 * time.Millisecond
+
+// consumerHandle is one basic.consume: its channel, tag and deliveries.
+type consumerHandle struct {
+	ch   *amqp.Channel
+	tag  string
+	dels <-chan amqp.Delivery
+}
+
+// consumeSession is one listening connection with its consumers. ch is
+// the channel setup declared on; consumers may have channels of their own.
 type consumeSession struct {
 	conn *amqp.Connection
 	ch   *amqp.Channel
-	tags []string
-	dels []<-chan amqp.Delivery
+	cons []*consumerHandle
 }
 
 func (s *consumeSession) close() {
@@ -36,12 +52,18 @@ func (s *consumeSession) close() {
 
 // consumer is the reconnecting core shared by the reply waiter, RPC
 // listeners and notification listeners: setup declares and consumes,
-// handle processes each delivery (it returns false to stop early).
+// handle processes the deliveries of one consumer, in order, up to
+// maxBatch at a time.
 type consumer struct {
 	d     *Driver
 	name  string
 	log   *slog.Logger
-	setup func(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) ([]string, []<-chan amqp.Delivery, error)
+	setup func(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error)
+
+	// flushC, when set, is polled by run along with the deliveries, and
+	// flush is called when it fires (deferred acknowledgements).
+	flushC func() <-chan time.Time
+	flush  func()
 
 	ctx    context.Context // cancelled by stop, so a reconnect never outlives it
 	cancel context.CancelFunc
@@ -72,20 +94,17 @@ func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	ch, err := conn.Channel()
-	if err == nil && c.d.cfg.Prefetch > 0 {
-		err = ch.Qos(c.d.cfg.Prefetch, 0, false)
-	}
+	ch, err := c.openChannel(conn)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	tags, dels, err := c.setup(ctx, conn, ch)
+	cons, err := c.setup(ctx, conn, ch)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	s := &consumeSession{conn: conn, ch: ch, tags: tags, dels: dels}
+	s := &consumeSession{conn: conn, ch: ch, cons: cons}
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -95,6 +114,26 @@ func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 	c.cur = s
 	c.mu.Unlock()
 	return s, nil
+}
+
+// openChannel opens a listening channel, with basic.qos when
+// rabbit_qos_prefetch_count is set.
+func (c *consumer) openChannel(conn *amqp.Connection) (*amqp.Channel, error) {
+	ch, err := conn.Channel()
+	if err == nil && c.d.cfg.Prefetch > 0 {
+		err = ch.Qos(c.d.cfg.Prefetch, 0, false)
+	}
+	return ch, err
+}
+
+// consume starts one consumer on ch with the next tag.
+func (c *consumer) consume(ch *amqp.Channel, queue string) (*consumerHandle, error) {
+	tag := c.nextTag()
+	dels, err := ch.Consume(queue, tag, false, false, false, false, c.d.cfg.consumerArgs())
+	if err != nil {
+		return nil, err
+	}
+	return &consumerHandle{ch: ch, tag: tag, dels: dels}, nil
 }
 
 // reconnect retries connect with backoff until it works or the consumer
@@ -129,8 +168,8 @@ func (c *consumer) stop() {
 	s := c.cur
 	c.mu.Unlock()
 	if s != nil {
-		for _, t := range s.tags {
-			_ = s.ch.Cancel(t, false)
+		for _, h := range s.cons {
+			_ = h.ch.Cancel(h.tag, false)
 		}
 	}
 }
@@ -151,20 +190,26 @@ func (c *consumer) session() *consumeSession {
 }
 
 // run consumes s and every reconnected session until the consumer stops,
-// calling handle for each delivery. After a stop, deliveries already
-// received are still handled.
-func (c *consumer) run(s *consumeSession, handle func(d amqp.Delivery)) {
+// calling handle with the deliveries of one consumer in order (a batch is
+// what that consumer had already received, at most maxBatch). After a
+// stop, deliveries already received are still handled.
+func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch []amqp.Delivery)) {
+	batch := make([]amqp.Delivery, 0, maxBatch)
 	for s != nil {
-		cases := make([]reflect.SelectCase, len(s.dels))
-		for i, ch := range s.dels {
-			cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)}
-		}
-		open := len(cases)
-		for open > 0 {
-			i, v, ok := reflect.Select(cases)
+		open := make([]*consumerHandle, len(s.cons))
+		copy(open, s.cons)
+		for len(open) > 0 {
+			var flushC <-chan time.Time
+			if c.flushC != nil {
+				flushC = c.flushC()
+			}
+			i, d, ok, flushed := c.next(open, flushC)
+			if flushed {
+				c.flush()
+				continue
+			}
 			if !ok {
-				cases[i].Chan = reflect.Value{}
-				open--
+				open = append(open[:i], open[i+1:]...)
 				if !c.isStopped() {
 					// A consumer cancelled by the broker (queue deleted) or a
 					// lost connection: start over on a fresh connection.
@@ -172,7 +217,25 @@ func (c *consumer) run(s *consumeSession, handle func(d amqp.Delivery)) {
 				}
 				continue
 			}
-			handle(v.Interface().(amqp.Delivery))
+			h := open[i]
+			batch = append(batch[:0], d)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case d, ok := <-h.dels:
+					if !ok {
+						break more // seen closed on the next receive
+					}
+					batch = append(batch, d)
+				default:
+					break more
+				}
+			}
+			handle(h, batch)
+			clear(batch) // drop the bodies
+		}
+		if c.flush != nil {
+			c.flush()
 		}
 		if c.isStopped() {
 			return
@@ -181,6 +244,43 @@ func (c *consumer) run(s *consumeSession, handle func(d amqp.Delivery)) {
 		s.close()
 		s = c.reconnect()
 	}
+}
+
+// next receives from the first ready consumer of open (or flushC). Up to
+// three consumers (the RPC listener's) use a plain select; more fall back
+// to reflect.Select.
+func (c *consumer) next(open []*consumerHandle, flushC <-chan time.Time) (i int, d amqp.Delivery, ok, flushed bool) {
+	var chs [3]<-chan amqp.Delivery
+	if len(open) <= len(chs) {
+		for j, h := range open {
+			chs[j] = h.dels
+		}
+		select {
+		case d, ok = <-chs[0]:
+			return 0, d, ok, false
+		case d, ok = <-chs[1]:
+			return 1, d, ok, false
+		case d, ok = <-chs[2]:
+			return 2, d, ok, false
+		case <-flushC:
+			return 0, d, false, true
+		}
+	}
+	cases := make([]reflect.SelectCase, 0, len(open)+1)
+	for _, h := range open {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(h.dels)})
+	}
+	if flushC != nil {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(flushC)})
+	}
+	j, v, ok := reflect.Select(cases)
+	if j == len(open) {
+		return 0, d, false, true
+	}
+	if ok {
+		d = v.Interface().(amqp.Delivery)
+	}
+	return j, d, ok, false
 }
 
 // replyWaiter owns the driver's reply queue and hands replies to the
@@ -193,6 +293,18 @@ type replyWaiter struct {
 
 	mu    sync.Mutex
 	calls map[string]*pendingCall
+
+	// Deferred acknowledgement state, used by the consumer goroutine only:
+	// handled replies are acknowledged together (basic.ack multiple) once
+	// maxBatch accumulate or replyAckDelay after the first, instead of one
+	// ack frame per reply. The reply queue is this driver's own, so nobody
+	// else can observe the difference; a reply redelivered after a
+	// reconnect finds no waiting call and is dropped, as late replies are.
+	ackCh    *amqp.Channel
+	ackTag   uint64
+	unacked  int
+	ackTimer *time.Timer
+	armed    bool
 }
 
 // pendingCall is one call waiting for replies.
@@ -204,19 +316,42 @@ type pendingCall struct {
 
 func newReplyWaiter(d *Driver) *replyWaiter {
 	w := &replyWaiter{d: d, readyCh: make(chan struct{}), calls: map[string]*pendingCall{}}
+	w.ackTimer = time.NewTimer(time.Hour)
+	w.ackTimer.Stop()
 	w.c = newConsumer(d, "reply")
-	w.c.setup = func(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]string, []<-chan amqp.Delivery, error) {
+	w.c.setup = func(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
 		if _, err := ch.QueueDeclare(d.replyQ, false, false, false, false, d.cfg.transientQueueArgs()); err != nil {
-			return nil, nil, fmt.Errorf("rabbit: declare reply queue: %w", err)
+			return nil, fmt.Errorf("rabbit: declare reply queue: %w", err)
 		}
-		tag := w.c.nextTag()
-		dels, err := ch.Consume(d.replyQ, tag, false, false, false, false, d.cfg.consumerArgs())
+		h, err := w.c.consume(ch, d.replyQ)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return []string{tag}, []<-chan amqp.Delivery{dels}, nil
+		return []*consumerHandle{h}, nil
 	}
+	w.c.flushC = func() <-chan time.Time {
+		if w.armed {
+			return w.ackTimer.C
+		}
+		return nil
+	}
+	w.c.flush = w.flushAcks
 	return w
+}
+
+// flushAcks acknowledges every handled reply at once.
+func (w *replyWaiter) flushAcks() {
+	if w.armed {
+		w.ackTimer.Stop()
+		w.armed = false
+	}
+	if w.unacked == 0 {
+		return
+	}
+	if err := w.ackCh.Ack(w.ackTag, true); err != nil {
+		w.c.log.Debug("reply ack failed", "err", err)
+	}
+	w.unacked = 0
 }
 
 // ready starts the reply consumer on first use and waits until the reply
@@ -273,7 +408,28 @@ func (w *replyWaiter) unregister(msgID string) {
 	w.mu.Unlock()
 }
 
-func (w *replyWaiter) handle(dl amqp.Delivery) {
+func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {
+	if w.ackCh != h.ch { // a new session: the old tags are gone with it
+		w.ackCh, w.unacked = h.ch, 0
+	}
+	for _, dl := range batch {
+		if w.deliver(dl) {
+			w.ackTag = dl.DeliveryTag
+			w.unacked++
+		}
+	}
+	switch {
+	case w.unacked >= maxBatch:
+		w.flushAcks()
+	case w.unacked > 0 && !w.armed:
+		w.ackTimer.Reset(replyAckDelay)
+		w.armed = true
+	}
+}
+
+// deliver hands one reply to its call; it reports false for a malformed
+// reply, which it rejects.
+func (w *replyWaiter) deliver(dl amqp.Delivery) bool {
 	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 	var r *incomingReply
 	if err == nil {
@@ -282,15 +438,14 @@ func (w *replyWaiter) handle(dl amqp.Delivery) {
 	if err != nil {
 		_ = dl.Reject(false)
 		w.c.log.Warn("malformed reply rejected", "err", err)
-		return
+		return false
 	}
-	_ = dl.Ack(false)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	pc := w.calls[r.msgID]
 	if pc == nil {
 		w.c.log.Info("no calling threads waiting for msg_id", "msg_id", r.msgID)
-		return
+		return true
 	}
 	if r.failure != nil || r.result != nil {
 		pc.partial = &driver.Reply{Result: r.result, Failure: r.failure}
@@ -304,12 +459,13 @@ func (w *replyWaiter) handle(dl amqp.Delivery) {
 		case pc.final <- final:
 		default:
 		}
-		return
+		return true
 	}
 	select {
 	case pc.beat <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // Listen consumes RPC requests for target: the shared topic queue T, the
@@ -358,15 +514,15 @@ type rpcListener struct {
 	dedup   *dedup // used by the run goroutine only
 }
 
-func (l *rpcListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]string, []<-chan amqp.Delivery, error) {
+func (l *rpcListener) setup(_ context.Context, conn *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
 	cfg := l.d.cfg
 	t := l.target
 	if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fanoutX := t.Topic + "_fanout"
 	if err := ch.ExchangeDeclare(fanoutX, amqp.ExchangeFanout, false, true, false, false, nil); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	type q struct {
 		name, exchange, key string
@@ -378,24 +534,28 @@ func (l *rpcListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.Chan
 		{t.Topic + "." + t.Server, t.Exchange, t.Topic + "." + t.Server, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()},
 		{l.fanoutQ, fanoutX, t.Topic, false, false, cfg.transientQueueArgs()},
 	}
-	var tags []string
-	var dels []<-chan amqp.Delivery
+	var cons []*consumerHandle
 	for _, q := range qs {
 		if _, err := ch.QueueDeclare(q.name, q.durable, q.autoDelete, false, false, q.args); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := ch.QueueBind(q.name, q.key, q.exchange, false, nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		tag := l.c.nextTag()
-		dl, err := ch.Consume(q.name, tag, false, false, false, false, cfg.consumerArgs())
+		// One channel per queue: delivery tags are per channel, so a
+		// basic.ack(multiple) covers exactly the requests of that queue
+		// that were already taken.
+		qch, err := l.c.openChannel(conn)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		tags = append(tags, tag)
-		dels = append(dels, dl)
+		h, err := l.c.consume(qch, q.name)
+		if err != nil {
+			return nil, err
+		}
+		cons = append(cons, h)
 	}
-	return tags, dels, nil
+	return cons, nil
 }
 
 func (l *rpcListener) run(s *consumeSession) {
@@ -414,32 +574,45 @@ func (l *rpcListener) run(s *consumeSession) {
 	}
 }
 
-// handle acks (at-most-once, as oslo) and queues one request.
-func (l *rpcListener) handle(dl amqp.Delivery) {
-	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
-	var in *incomingRequest
-	if err == nil {
-		in, err = decodeRequest(m)
-	}
-	if err != nil {
-		_ = dl.Reject(false)
-		l.c.log.Warn("malformed request rejected", "err", err, "routing_key", dl.RoutingKey)
-		return
-	}
-	if err := dl.Ack(false); err != nil {
-		l.c.log.Warn("ack failed, request discarded", "err", err)
-		return
-	}
-	if in.uniqueID != "" {
-		if l.dedup.seen(in.uniqueID) {
-			l.c.log.Info("duplicate message dropped", "unique_id", in.uniqueID)
-			return
+// handle acknowledges a batch of requests before any of them is
+// dispatched (at-most-once, as oslo) with one basic.ack(multiple), then
+// queues them. Malformed requests are rejected on their own first.
+func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
+	ins := make([]*incomingRequest, 0, len(batch))
+	var last uint64
+	for _, dl := range batch {
+		m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
+		var in *incomingRequest
+		if err == nil {
+			in, err = decodeRequest(m)
 		}
-		l.dedup.add(in.uniqueID)
+		if err != nil {
+			_ = dl.Reject(false)
+			l.c.log.Warn("malformed request rejected", "err", err, "routing_key", dl.RoutingKey)
+			continue
+		}
+		ins = append(ins, in)
+		last = dl.DeliveryTag
 	}
-	select {
-	case l.out <- &rpcIncoming{l: l, in: in}:
-	case <-l.closeCh:
+	if len(ins) == 0 {
+		return
+	}
+	if err := h.ch.Ack(last, true); err != nil {
+		l.c.log.Warn("ack failed, requests discarded", "err", err, "count", len(ins))
+		return
+	}
+	for _, in := range ins {
+		if in.uniqueID != "" {
+			if l.dedup.seen(in.uniqueID) {
+				l.c.log.Info("duplicate message dropped", "unique_id", in.uniqueID)
+				continue
+			}
+			l.dedup.add(in.uniqueID)
+		}
+		select {
+		case l.out <- &rpcIncoming{l: l, in: in}:
+		case <-l.closeCh:
+		}
 	}
 }
 
@@ -557,11 +730,10 @@ type notifyListener struct {
 	dedup *dedup
 }
 
-func (l *notifyListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]string, []<-chan amqp.Delivery, error) {
+func (l *notifyListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
 	cfg := l.d.cfg
 	seen := map[string]bool{}
-	var tags []string
-	var dels []<-chan amqp.Delivery
+	var cons []*consumerHandle
 	for _, t := range l.targets {
 		key := t.Topic + "." + t.Priority
 		queue := key
@@ -569,27 +741,25 @@ func (l *notifyListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.C
 			queue = l.pool
 		}
 		if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if _, err := ch.QueueDeclare(queue, cfg.durable(), cfg.AutoDelete, false, false, cfg.topicQueueArgs()); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := ch.QueueBind(queue, key, t.Exchange, false, nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if seen[queue] {
 			continue
 		}
 		seen[queue] = true
-		tag := l.c.nextTag()
-		dl, err := ch.Consume(queue, tag, false, false, false, false, cfg.consumerArgs())
+		h, err := l.c.consume(ch, queue)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		tags = append(tags, tag)
-		dels = append(dels, dl)
+		cons = append(cons, h)
 	}
-	return tags, dels, nil
+	return cons, nil
 }
 
 func (l *notifyListener) run(s *consumeSession) {
@@ -600,7 +770,14 @@ func (l *notifyListener) run(s *consumeSession) {
 	l.c.session().close()
 }
 
-func (l *notifyListener) handle(dl amqp.Delivery) {
+// handle queues each notification of a batch; the handler acks them.
+func (l *notifyListener) handle(_ *consumerHandle, batch []amqp.Delivery) {
+	for _, dl := range batch {
+		l.handleOne(dl)
+	}
+}
+
+func (l *notifyListener) handleOne(dl amqp.Delivery) {
 	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 	var n *driver.Notification
 	var uid string

@@ -298,7 +298,7 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 			}
 			return nil, err
 		}
-		confirm := w.done
+		confirm := w.done()
 	wait:
 		for {
 			select {
@@ -308,9 +308,9 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 				if monitor != nil {
 					monitor.Reset(opts.CallMonitorTimeout)
 				}
-			case res := <-confirm:
+			case <-confirm:
 				confirm = nil
-				switch res {
+				switch w.result() {
 				case pubAck:
 				case pubNack:
 					return nil, fmt.Errorf("%w: broker refused the request (basic.nack)", driver.ErrDeliveryFailure)

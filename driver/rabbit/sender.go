@@ -23,109 +23,117 @@ const (
 	pubLost               // the channel closed before the confirm
 )
 
-// pubWaiter waits for the confirm of one publish.
+// pubWaiter waits for the confirm of one publish. amqp091-go resolves the
+// deferred confirmation in its reader goroutine, so a publisher wakes
+// straight from the broker's basic.ack with no goroutine in between.
 type pubWaiter struct {
-	uid  string
-	done chan pubResult // one slot; written once
+	s         *session
+	dc        *amqp.DeferredConfirmation
+	uid       string
+	mandatory bool
 }
+
+// done is closed when the broker confirmed (or refused) the publish, or
+// the channel closed first.
+func (w *pubWaiter) done() <-chan struct{} { return w.dc.Done() }
+
+// result classifies a resolved confirm; call it once done is closed.
+func (w *pubWaiter) result() pubResult {
+	if !w.dc.Acked() {
+		// amqp091-go nacks every pending confirm when the channel closes
+		// (and marks it closed first): that is a lost publish, not a
+		// refusal.
+		if w.s.ch.IsClosed() {
+			return pubLost
+		}
+		return pubNack
+	}
+	if w.mandatory && w.s.takeReturned(w.uid) {
+		return pubReturned
+	}
+	return pubAck
+}
+
+// wait blocks for the result, ctx or the driver closing.
+func (w *pubWaiter) wait(ctx context.Context, closing <-chan struct{}) (pubResult, error) {
+	select {
+	case <-w.dc.Done():
+		return w.result(), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-closing:
+		return 0, driver.ErrClosed
+	}
+}
+
+// returnsBuffer is the capacity of a session's basic.return channel.
+const returnsBuffer = 1024
+
+// maxReturned bounds the returns kept for publishers that stopped waiting.
+const maxReturned = 4096
 
 // session is one send connection with one channel in confirm mode. Any
 // number of goroutines publish on it at once; confirms are pipelined.
-// Lock order: pubMu before mu.
 type session struct {
-	conn *amqp.Connection
-	ch   *amqp.Channel
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	returns chan amqp.Return
 
-	pubMu    sync.Mutex // serialises sequence number + publish
-	mu       sync.Mutex // guards the fields below
-	pending  map[uint64]*pubWaiter
+	mu       sync.Mutex      // guards the fields below
 	declared map[string]bool // exchanges and queues declared on this channel
-	dead     bool
+	returned map[string]struct{}
 }
 
-// loop matches confirms with publishers. A basic.return is sent by the
-// broker just before the ack of the same message and amqp091-go hands both
-// over from its reader in that order, so draining the returns channel
-// before resolving each confirm attributes every return to its publish.
-func (s *session) loop(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
-	returned := map[string]bool{}
-	drain := func() {
-		for {
-			select {
-			case r, ok := <-returns:
-				if !ok {
-					returns = nil
-					return
-				}
-				returned[uniqueIDOf(r.Body)] = true
-			default:
-				return
-			}
-		}
-	}
+// drainLocked moves the returns amqp091-go queued into the map. Every
+// publish and every mandatory publisher drains, so the channel (sized well
+// above the publishes a session has in flight) never fills and the
+// connection's reader never waits on it.
+func (s *session) drainLocked() {
 	for {
 		select {
-		case r, ok := <-returns:
+		case r, ok := <-s.returns:
 			if !ok {
-				returns = nil
-				continue
-			}
-			returned[uniqueIDOf(r.Body)] = true
-		case c, ok := <-confirms:
-			if !ok {
-				s.mu.Lock()
-				s.dead = true
-				for tag, w := range s.pending {
-					w.done <- pubLost
-					delete(s.pending, tag)
-				}
-				s.mu.Unlock()
 				return
 			}
-			drain()
-			s.mu.Lock()
-			w := s.pending[c.DeliveryTag]
-			delete(s.pending, c.DeliveryTag)
-			s.mu.Unlock()
-			if w == nil {
-				continue
+			if len(s.returned) >= maxReturned { // returns nobody waits for any more
+				clear(s.returned)
 			}
-			res := pubAck
-			switch {
-			case !c.Ack:
-				res = pubNack
-			case returned[w.uid]:
-				res = pubReturned
-			}
-			delete(returned, w.uid)
-			if len(returned) > 1024 { // returns nobody waits for; keep the map bounded
-				clear(returned)
-			}
-			w.done <- res
+			s.returned[uniqueIDOf(r.Body)] = struct{}{}
+		default:
+			return
 		}
 	}
 }
 
-// publish sends one message and registers its confirm waiter.
-func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (*pubWaiter, error) {
-	w := &pubWaiter{uid: uid, done: make(chan pubResult, 1)}
-	s.pubMu.Lock()
-	defer s.pubMu.Unlock()
-	tag := s.ch.GetNextPublishSeqNo()
+// takeReturned reports whether the message uid came back as unroutable.
+// The broker sends basic.return before the basic.ack of the same message
+// and amqp091-go hands the return over (into s.returns) before it resolves
+// the confirm, so once the confirm is done the return is either in the map
+// or still in the channel.
+func (s *session) takeReturned(uid string) bool {
 	s.mu.Lock()
-	if s.dead {
-		s.mu.Unlock()
-		return nil, amqp.ErrClosed
-	}
-	s.pending[tag] = w
-	s.mu.Unlock()
-	if err := s.ch.Publish(exchange, key, mandatory, false, msg); err != nil {
+	defer s.mu.Unlock()
+	s.drainLocked()
+	_, ok := s.returned[uid]
+	delete(s.returned, uid)
+	return ok
+}
+
+// publish sends one message and returns its confirm waiter.
+func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (*pubWaiter, error) {
+	if len(s.returns) > 0 {
 		s.mu.Lock()
-		delete(s.pending, tag)
+		s.drainLocked()
 		s.mu.Unlock()
+	}
+	dc, err := s.ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+	if err != nil {
 		return nil, err
 	}
-	return w, nil
+	if dc == nil { // not in confirm mode: cannot happen on a send session
+		return nil, errors.New("rabbit: send channel is not in confirm mode")
+	}
+	return &pubWaiter{s: s, dc: dc, uid: uid, mandatory: mandatory}, nil
 }
 
 // declareOnce runs decl the first time key is seen on this channel.
@@ -146,9 +154,7 @@ func (s *session) declareOnce(key string, decl func(ch *amqp.Channel) error) err
 }
 
 func (s *session) alive() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.dead && !s.conn.IsClosed()
+	return !s.ch.IsClosed() && !s.conn.IsClosed()
 }
 
 // sender owns one send connection slot of the pool and reconnects it on
@@ -196,13 +202,8 @@ func (p *sender) session(ctx context.Context) (*session, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	s = &session{conn: conn, ch: ch, pending: map[uint64]*pubWaiter{}, declared: map[string]bool{}}
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 256))
-	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
-	if !p.d.track(func() { s.loop(confirms, returns) }) {
-		_ = conn.Close()
-		return nil, driver.ErrClosed
-	}
+	s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{}}
+	ch.NotifyReturn(s.returns)
 	p.mu.Lock()
 	p.cur = s
 	p.mu.Unlock()
@@ -303,23 +304,20 @@ func (d *Driver) sendAndConfirm(ctx context.Context, msg *outgoing) error {
 		if err != nil {
 			return err
 		}
-		select {
-		case res := <-w.done:
-			switch res {
-			case pubAck:
-				return nil
-			case pubNack:
-				return fmt.Errorf("%w: broker refused the message (basic.nack)", driver.ErrDeliveryFailure)
-			case pubReturned:
-				return fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
-			}
-			if msg.retry >= 0 && lost >= msg.retry {
-				return fmt.Errorf("%w: connection lost before the broker confirmed", driver.ErrDeliveryFailure)
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-d.closing:
-			return driver.ErrClosed
+		res, err := w.wait(ctx, d.closing)
+		if err != nil {
+			return err
+		}
+		switch res {
+		case pubAck:
+			return nil
+		case pubNack:
+			return fmt.Errorf("%w: broker refused the message (basic.nack)", driver.ErrDeliveryFailure)
+		case pubReturned:
+			return fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
+		}
+		if msg.retry >= 0 && lost >= msg.retry {
+			return fmt.Errorf("%w: connection lost before the broker confirmed", driver.ErrDeliveryFailure)
 		}
 	}
 }

@@ -1,0 +1,94 @@
+package rabbit
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"oslogo/driver"
+)
+
+var fastJSONCorpus = []string{
+	`{}`, ` { } `, `null`, `[]`, `"x"`, `1`, `{"a": 1}`, `{"a":1,"a":2}`,
+	`{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"x\": [1, \"a\", null]}, \"_unique_id\": \"01\"}"}`,
+	`{"k\u00e9y": "v\u00e9", "b": [1, {"c": "}"}], "t": true, "f": false, "n": null, "x": -1.5e3}`,
+	`{"s": "tab\tnew\nline \"q\" \\ \/ \b\f\r", "u": "\ud83d\ude00", "bad": "\ud800"}`,
+	"{\"inv\": \"\xff\xfe\"}", "{\"k\xff\": 1}",
+	`{"a": {"b": {"c": [[], {}, ""]}}, "d": "]"}`,
+	`{"a": 1,}`, `{"a" 1}`, `{`, ``, `{"a": NaN}`,
+	`{"n": 1e999, "m": 12345678901234567890}`,
+}
+
+// TestParseObjectMatchesEncodingJSON: parseObject gives what json.Unmarshal
+// into map[string]json.RawMessage gives, including which inputs fail.
+func TestParseObjectMatchesEncodingJSON(t *testing.T) {
+	for _, in := range fastJSONCorpus {
+		checkParseObject(t, []byte(in))
+	}
+}
+
+func checkParseObject(t *testing.T, in []byte) {
+	t.Helper()
+	var want message
+	werr := json.Unmarshal(in, &want)
+	got, ok := parseObject(in)
+	if ok != (werr == nil) {
+		t.Fatalf("%q: parseObject ok=%v, encoding/json err=%v", in, ok, werr)
+	}
+	if !ok {
+		return
+	}
+	if (got == nil) != (want == nil) || len(got) != len(want) {
+		t.Fatalf("%q: got %v, want %v", in, got, want)
+	}
+	for k, v := range want {
+		if string(got[k]) != string(v) {
+			t.Fatalf("%q: key %q: got %s, want %s", in, k, got[k], v)
+		}
+		var wv any
+		if werr := json.Unmarshal(v, &wv); werr == nil {
+			gv, err := rawAny(got[k])
+			if err != nil || !reflect.DeepEqual(gv, wv) {
+				t.Fatalf("%q: rawAny(%s) = %#v, %v; want %#v", in, v, gv, err, wv)
+			}
+		}
+		var ws string
+		serr := json.Unmarshal(v, &ws)
+		gs, sok := rawString(v)
+		if len(v) > 0 && v[0] == '"' && (sok != (serr == nil) || gs != ws) {
+			t.Fatalf("%q: rawString(%s) = %q, %v; want %q, %v", in, v, gs, sok, ws, serr)
+		}
+	}
+}
+
+func FuzzParseObject(f *testing.F) {
+	for _, in := range fastJSONCorpus {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		checkParseObject(t, in)
+	})
+}
+
+func BenchmarkDecodeRequest(b *testing.B) {
+	body, err := encodeRequest(&requestFixture, &callInfo{msgID: newHexID(), replyQ: "reply_" + newHexID()}, newHexID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := decodeBody(contentType, nil, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := decodeRequest(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+var requestFixture = driver.Request{
+	Method:  "echo",
+	Args:    json.RawMessage(`{"s": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`),
+	Context: map[string]any{"user_id": "u1", "project_id": "p1", "is_admin": false, "read_deleted": "no"},
+}
