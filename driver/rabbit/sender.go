@@ -252,7 +252,8 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 		ContentEncoding: contentEncoding,
 		DeliveryMode:    amqp.Persistent,
 		Priority:        0,
-		Headers:         amqp.Table{},
+		// No headers: amqp091-go leaves an empty table off the wire either
+		// way (kombu reads a missing table as {}), and nil spares a map.
 		Expiration:      msg.expire,
 		Body:            msg.body,
 	}

@@ -1,0 +1,53 @@
+package rabbit_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"oslogo/driver/rabbit"
+	"oslogo/messaging"
+)
+
+// BenchmarkMessagingCall measures calls through the public API on
+// rabbit://, the path `oslogo bench --mode call` takes (client and server
+// on separate transports, 64-byte payload).
+func BenchmarkMessagingCall(b *testing.B) {
+	ctx := context.Background()
+	url := rabbit.TestURL()
+	srvT, err := messaging.OpenTransport(ctx, url, messaging.DefaultTransportConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srvT.Close()
+	cliT, err := messaging.OpenTransport(ctx, url, messaging.DefaultTransportConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cliT.Close()
+	topic := "bench_" + rabbit.NewMessageID()[:8]
+	ep := messaging.NewEndpoint(messaging.Target{})
+	ep.HandleRaw("echo", func(_ context.Context, a json.RawMessage) (any, error) { return a, nil })
+	srv, err := messaging.NewRPCServer(srvT, messaging.Target{Topic: topic, Server: "bench"}, []*messaging.Endpoint{ep})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()); srv.Wait() }()
+	cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic}, messaging.WithTimeout(60*time.Second))
+	args := map[string]any{"s": strings.Repeat("x", 64)}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := cli.Call(ctx, "echo", args); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
