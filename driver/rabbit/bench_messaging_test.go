@@ -3,7 +3,10 @@ package rabbit_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,14 +43,24 @@ func BenchmarkMessagingCall(b *testing.B) {
 	defer func() { _ = srv.Stop(context.Background()); srv.Wait() }()
 	cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic}, messaging.WithTimeout(60*time.Second))
 	args := map[string]any{"s": strings.Repeat("x", 64)}
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := cli.Call(ctx, "echo", args); err != nil {
-				b.Error(err)
-				return
+	for _, callers := range []int{1, 8} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						if _, err := cli.Call(ctx, "echo", args); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
 			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+		})
+	}
 }

@@ -307,49 +307,66 @@ func decodeBody(ctype string, headers map[string]any, body []byte) (message, err
 
 // decodeEnvelope parses the JSON body of a message.
 func decodeEnvelope(body []byte) (message, error) {
-	m, ok := parseObject(body)
-	if !ok {
-		var err error
-		if m, ok = parseObject(tolerantJSON(body)); !ok || m == nil {
-			var probe message
-			err = json.Unmarshal(body, &probe) // for the error text
-			if err == nil {
-				err = errors.New("not a JSON object")
-			}
-			return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	if !json.Valid(body) {
+		body = tolerantJSON(body)
+		if !json.Valid(body) {
+			return nil, malformedJSON(body, "")
 		}
 	}
-	if m == nil {
-		return nil, fmt.Errorf("%w: body is not a JSON object", errMalformed)
+	// The envelope's two keys are read without building a map first.
+	var rawVer, rawMsg []byte
+	var hasVer, hasMsg bool
+	isObject := eachMember(body, func(k string, v []byte) {
+		switch k {
+		case "oslo.version":
+			rawVer, hasVer = v, true
+		case "oslo.message":
+			rawMsg, hasMsg = v, true
+		}
+	})
+	if !isObject {
+		return nil, malformedJSON(body, "")
 	}
-	rawVer, hasVer := m["oslo.version"]
-	rawMsg, hasMsg := m["oslo.message"]
 	if !hasVer || !hasMsg {
+		m, _ := splitObject(body)
+		if m == nil {
+			return nil, fmt.Errorf("%w: body is not a JSON object", errMalformed)
+		}
 		return m, nil
 	}
 	ver, ok := rawString(rawVer)
 	if !ok || !versionCompatible(envelopeVersion, ver) {
 		return nil, fmt.Errorf("%w: unsupported envelope version %s", errMalformed, rawVer)
 	}
-	inner, ok := rawString(rawMsg)
+	inner, ok := rawStringBytes(rawMsg)
 	if !ok {
 		return nil, fmt.Errorf("%w: oslo.message is not a string", errMalformed)
 	}
-	im, ok := parseObject([]byte(inner))
-	if !ok {
-		if im, ok = parseObject(tolerantJSON([]byte(inner))); !ok {
-			var probe message
-			err := json.Unmarshal([]byte(inner), &probe)
-			if err == nil {
-				err = errors.New("not a JSON object")
-			}
-			return nil, fmt.Errorf("%w: oslo.message: %v", errMalformed, err)
+	if !json.Valid(inner) {
+		inner = tolerantJSON(inner)
+		if !json.Valid(inner) {
+			return nil, malformedJSON(inner, "oslo.message: ")
 		}
+	}
+	im, ok := splitObject(inner)
+	if !ok {
+		return nil, malformedJSON(inner, "oslo.message: ")
 	}
 	if im == nil {
 		return nil, fmt.Errorf("%w: oslo.message is not a JSON object", errMalformed)
 	}
 	return im, nil
+}
+
+// malformedJSON explains why raw is not a JSON object, with
+// encoding/json's words.
+func malformedJSON(raw []byte, what string) error {
+	var probe message
+	err := json.Unmarshal(raw, &probe)
+	if err == nil {
+		err = errors.New("not a JSON object")
+	}
+	return fmt.Errorf("%w: %s%v", errMalformed, what, err)
 }
 
 // versionCompatible is oslo's version_is_compatible(impl, req): same major,

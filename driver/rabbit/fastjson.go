@@ -24,34 +24,74 @@ func parseObject(raw []byte) (m message, ok bool) {
 	if !json.Valid(raw) {
 		return nil, false
 	}
-	i := skipSpace(raw, 0)
-	if raw[i] == 'n' { // null
-		return nil, true
-	}
-	if raw[i] != '{' {
+	return splitObject(raw)
+}
+
+// splitObject is parseObject for raw already known to be valid JSON.
+func splitObject(raw []byte) (m message, ok bool) {
+	m = make(message, 8)
+	ok = eachMember(raw, func(key string, val []byte) { m[key] = json.RawMessage(val) })
+	if !ok {
 		return nil, false
 	}
-	m = make(message, 12)
+	if raw[skipSpace(raw, 0)] == 'n' {
+		return nil, true
+	}
+	return m, true
+}
+
+// eachMember calls f for every member of the object in raw (valid JSON),
+// in order. It reports false when raw is not an object (null included,
+// which callers tell apart).
+func eachMember(raw []byte, f func(key string, val []byte)) bool {
+	i := skipSpace(raw, 0)
+	if raw[i] == 'n' { // null
+		return true
+	}
+	if raw[i] != '{' {
+		return false
+	}
 	i = skipSpace(raw, i+1)
 	if raw[i] == '}' {
-		return m, true
+		return true
 	}
 	for {
 		end := scanString(raw, i)
-		key, ok := unquote(raw[i:end])
+		key, ok := unquoteKey(raw[i:end])
 		if !ok {
-			return nil, false
+			return false
 		}
 		i = skipSpace(raw, end)
 		i = skipSpace(raw, i+1) // ':'
 		vend := skipValue(raw, i)
-		m[key] = json.RawMessage(raw[i:vend:vend])
+		f(key, raw[i:vend:vend])
 		i = skipSpace(raw, vend)
 		if raw[i] == '}' {
-			return m, true
+			return true
 		}
 		i = skipSpace(raw, i+1) // ','
 	}
+}
+
+// wellKnownKeys are the keys oslo messages carry, so that reading them
+// allocates nothing.
+var wellKnownKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"oslo.version", "oslo.message", "method", "args", "namespace", "version",
+		"_msg_id", "_reply_q", "_timeout", "_unique_id", "result", "failure", "ending",
+		"message_id", "publisher_id", "event_type", "priority", "payload", "timestamp"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func unquoteKey(lit []byte) (string, bool) {
+	if len(lit) >= 2 {
+		if k, ok := wellKnownKeys[string(lit[1:len(lit)-1])]; ok { // no allocation for the lookup
+			return k, true
+		}
+	}
+	return unquote(lit)
 }
 
 func skipSpace(raw []byte, i int) int {
@@ -105,28 +145,42 @@ func skipValue(raw []byte, i int) int {
 // does. Literals with \u escapes or bytes that are not valid UTF-8 (which
 // encoding/json replaces with U+FFFD) go through encoding/json.
 func unquote(lit []byte) (string, bool) {
-	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+	b, ok, fresh := unquoteBytes(lit)
+	if !ok {
 		return "", false
+	}
+	if fresh == nil {
+		return string(b), true
+	}
+	return *fresh, true
+}
+
+// unquoteBytes is unquote returning bytes; when it had to go through
+// encoding/json it also returns the string it got (fresh), so unquote
+// does not copy it again.
+func unquoteBytes(lit []byte) (b []byte, ok bool, fresh *string) {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return nil, false, nil
 	}
 	body := lit[1 : len(lit)-1]
 	esc := bytes.IndexByte(body, '\\')
 	if esc < 0 {
 		for _, c := range body {
 			if c < 0x20 {
-				return "", false
+				return nil, false, nil
 			}
 		}
 		if !utf8.Valid(body) {
 			return slowUnquote(lit)
 		}
-		return string(body), true
+		return body, true, nil
 	}
 	out := make([]byte, 0, len(body))
 	out = append(out, body[:esc]...)
 	for i := esc; i < len(body); i++ {
 		c := body[i]
 		if c < 0x20 {
-			return "", false
+			return nil, false, nil
 		}
 		if c != '\\' {
 			out = append(out, c)
@@ -134,7 +188,7 @@ func unquote(lit []byte) (string, bool) {
 		}
 		i++
 		if i >= len(body) {
-			return "", false
+			return nil, false, nil
 		}
 		switch body[i] {
 		case '"', '\\', '/':
@@ -156,15 +210,15 @@ func unquote(lit []byte) (string, bool) {
 	if !utf8.Valid(out) {
 		return slowUnquote(lit)
 	}
-	return string(out), true
+	return out, true, nil
 }
 
-func slowUnquote(lit []byte) (string, bool) {
+func slowUnquote(lit []byte) ([]byte, bool, *string) {
 	var s string
 	if err := json.Unmarshal(lit, &s); err != nil {
-		return "", false
+		return nil, false, nil
 	}
-	return s, true
+	return []byte(s), true, &s
 }
 
 // rawString reads a raw JSON value as a string: ok is false for anything
@@ -175,6 +229,16 @@ func rawString(raw json.RawMessage) (string, bool) {
 		return "", false
 	}
 	return unquote(raw)
+}
+
+// rawStringBytes is rawString without the copy into a string.
+func rawStringBytes(raw []byte) ([]byte, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '"' {
+		return nil, false
+	}
+	b, ok, _ := unquoteBytes(raw)
+	return b, ok
 }
 
 // rawBool reads a raw JSON true or false.

@@ -92,3 +92,80 @@ var requestFixture = driver.Request{
 	Args:    json.RawMessage(`{"s": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`),
 	Context: map[string]any{"user_id": "u1", "project_id": "p1", "is_admin": false, "read_deleted": "no"},
 }
+
+// refDecodeEnvelope is decodeEnvelope written with encoding/json alone,
+// the reference the reflection-free version must agree with.
+func refDecodeEnvelope(body []byte) (message, bool) {
+	var m message
+	if err := json.Unmarshal(body, &m); err != nil {
+		if err2 := json.Unmarshal(tolerantJSON(body), &m); err2 != nil || m == nil {
+			return nil, false
+		}
+	}
+	if m == nil {
+		return nil, false
+	}
+	rawVer, hasVer := m["oslo.version"]
+	rawMsg, hasMsg := m["oslo.message"]
+	if !hasVer || !hasMsg {
+		return m, true
+	}
+	var ver string
+	if err := json.Unmarshal(rawVer, &ver); err != nil || !versionCompatible(envelopeVersion, ver) {
+		return nil, false
+	}
+	var inner string
+	if err := json.Unmarshal(rawMsg, &inner); err != nil {
+		return nil, false
+	}
+	var im message
+	if err := json.Unmarshal([]byte(inner), &im); err != nil {
+		if err2 := json.Unmarshal(tolerantJSON([]byte(inner)), &im); err2 != nil {
+			return nil, false
+		}
+	}
+	return im, im != nil
+}
+
+func checkDecodeEnvelope(t *testing.T, body []byte) {
+	t.Helper()
+	want, wok := refDecodeEnvelope(body)
+	got, err := decodeEnvelope(body)
+	if wok != (err == nil) {
+		t.Fatalf("%q: decodeEnvelope err=%v, reference ok=%v", body, err, wok)
+	}
+	if !wok {
+		return
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%q: got %v, want %v", body, got, want)
+	}
+	for k, v := range want {
+		if string(got[k]) != string(v) {
+			t.Fatalf("%q: key %q: got %s, want %s", body, k, got[k], v)
+		}
+	}
+}
+
+var envelopeCorpus = []string{
+	`{"oslo.version": "2.0", "oslo.message": "{\"method\": \"echo\", \"args\": {\"x\": [1, \"a\", null]}, \"_unique_id\": \"01\"}"}`,
+	`{"oslo.version": "2.0", "oslo.message": "{\"result\": NaN, \"ending\": true, \"_msg_id\": \"a\"}"}`,
+	`{"oslo.version": "2.0", "oslo.message": "null"}`, `{"oslo.version": "2.0", "oslo.message": "[]"}`,
+	`{"oslo.version": "2.1", "oslo.message": "{}"}`, `{"oslo.version": null, "oslo.message": "{}"}`,
+	`{"oslo.version": "2.0", "oslo.message": {}}`, `{"oslo.version": "2.0"}`, `{"payload": Infinity}`,
+	`{"oslo.version": "2.0", "oslo.message": "{\"k\\u00e9\": \"\\ud83d\\ude00\"}"}`, `null`, `[1]`, `{`,
+	`{"oslo.message": "{}", "oslo.version": "2.0.0", "oslo.version": "1.0"}`,
+}
+
+func TestDecodeEnvelopeMatchesReference(t *testing.T) {
+	for _, in := range append(envelopeCorpus, fastJSONCorpus...) {
+		checkDecodeEnvelope(t, []byte(in))
+	}
+}
+
+func FuzzDecodeEnvelopeReference(f *testing.F) {
+	for _, in := range envelopeCorpus {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkDecodeEnvelope(t, body) })
+}

@@ -394,18 +394,36 @@ func (w *replyWaiter) close() {
 	}
 }
 
+// pendingCalls recycles pendingCall values and their channels.
+var pendingCalls = sync.Pool{New: func() any {
+	return &pendingCall{final: make(chan *driver.Reply, 1), beat: make(chan struct{}, 1)}
+}}
+
 func (w *replyWaiter) register(msgID string) *pendingCall {
-	pc := &pendingCall{final: make(chan *driver.Reply, 1), beat: make(chan struct{}, 1)}
+	pc := pendingCalls.Get().(*pendingCall)
 	w.mu.Lock()
 	w.calls[msgID] = pc
 	w.mu.Unlock()
 	return pc
 }
 
-func (w *replyWaiter) unregister(msgID string) {
+// unregister removes the call; pc must not be used afterwards. Replies are
+// only handed over under w.mu while pc is registered, so once it is gone
+// nothing writes to its channels and it can be emptied and reused.
+func (w *replyWaiter) unregister(msgID string, pc *pendingCall) {
 	w.mu.Lock()
 	delete(w.calls, msgID)
+	pc.partial = nil
 	w.mu.Unlock()
+	select {
+	case <-pc.final:
+	default:
+	}
+	select {
+	case <-pc.beat:
+	default:
+	}
+	pendingCalls.Put(pc)
 }
 
 func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {

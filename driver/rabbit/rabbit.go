@@ -275,11 +275,13 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 
 	// Register before publishing so that a fast reply is never lost.
 	pc := d.waiter.register(msgID)
-	defer d.waiter.unregister(msgID)
+	defer d.waiter.unregister(msgID, pc)
 
 	var overall, monitor *time.Timer
 	var overallC, monitorC <-chan time.Time
-	if opts.Timeout > 0 {
+	if dl, ok := ctx.Deadline(); opts.Timeout > 0 && (!ok || time.Until(dl) > opts.Timeout) {
+		// A context deadline that comes first (the messaging layer always
+		// sets one) makes a timer of our own redundant.
 		overall = time.NewTimer(opts.Timeout)
 		defer overall.Stop()
 		overallC = overall.C

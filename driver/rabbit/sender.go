@@ -254,8 +254,8 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 		Priority:        0,
 		// No headers: amqp091-go leaves an empty table off the wire either
 		// way (kombu reads a missing table as {}), and nil spares a map.
-		Expiration:      msg.expire,
-		Body:            msg.body,
+		Expiration: msg.expire,
+		Body:       msg.body,
 	}
 	if msg.headers != nil {
 		pub.Headers = msg.headers
