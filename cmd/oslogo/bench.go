@@ -38,7 +38,7 @@ type benchResult struct {
 func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	fs := newFlagSet(env, "bench", "[flags]")
 	rawURL := fs.String("url", "rabbit://guest:guest@127.0.0.1:5672/", "transport URL")
-	mode := fs.String("mode", "call", "call, cast, notify, or bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker)")
+	mode := fs.String("mode", "call", "call, cast, notify, bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker) or bare-call-confirm (the same loop with publisher confirms and mandatory replies)")
 	conc := fs.Int("concurrency", 1, "concurrent callers")
 	size := fs.Int("size", 64, "payload size in bytes")
 	count := fs.Int("count", 2000, "messages to send (after a warm-up of count/10)")
@@ -54,8 +54,8 @@ func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	switch *mode {
 	case "call", "cast", "notify":
 		res, err = benchOslogo(ctx, *rawURL, *mode, *conc, *count, payload)
-	case "bare-call":
-		res, err = benchBare(ctx, *rawURL, *conc, *count, payload)
+	case "bare-call", "bare-call-confirm":
+		res, err = benchBare(ctx, *rawURL, *conc, *count, payload, *mode == "bare-call-confirm")
 	default:
 		return &exitError{code: 2, err: fmt.Errorf("unknown --mode %q", *mode)}
 	}
@@ -245,24 +245,101 @@ func deleteQueue(rawURL, name string) {
 	}
 }
 
-// benchBare is the floor: the same request/reply over the same broker with
-// nothing but amqp091-go: a server queue, reply_to and correlation_id, a
-// map of pending calls, no envelope, no confirms.
-func benchBare(ctx context.Context, rawURL string, conc, count int, payload string) (*benchResult, error) {
+// benchBare is the floor: the same request/reply over the same broker
+// with nothing but amqp091-go, laid out like oslogo on the wire so that
+// only the driver's own work differs:
+//
+//   - the same number of connections: each side consumes on one connection
+//     and publishes on conn_pool_min_size others (oslo's default 2), taken
+//     in turn, as the rabbit:// send pool does;
+//   - the same message sizes: the request and reply bodies are oslo 2.0
+//     envelopes of the payload, byte for byte the size oslogo sends;
+//   - the same broker and vhost, a server-named request queue, reply_to and
+//     correlation_id in the properties, a map of pending calls, per-message
+//     acks, no envelope decoding, and no publisher confirms (oslo confirms
+//     every publish; --mode bare-call-confirm measures the loop with
+//     confirms on both sides and mandatory replies, oslo's wire obligations).
+func benchBare(ctx context.Context, rawURL string, conc, count int, payload string, confirms bool) (*benchResult, error) {
 	u, vhost, err := amqpURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	srvConn, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+	tu, err := rabbit.ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	defer srvConn.Close()
-	cliConn, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+	cfg, err := rabbit.ParseConfig(tu.Query)
 	if err != nil {
 		return nil, err
 	}
-	defer cliConn.Close()
+	nsend := max(1, min(cfg.RPCConnPoolSize, cfg.ConnPoolMinSize))
+	var conns []*amqp.Connection
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	dial := func() (*amqp.Connection, error) {
+		c, err := amqp.DialConfig(u, amqp.Config{Vhost: vhost})
+		if err == nil {
+			conns = append(conns, c)
+		}
+		return c, err
+	}
+	// sendPool opens n publishing channels, each on its own connection.
+	type sendCh struct{ ch *amqp.Channel }
+	sendPool := func(n int) ([]*sendCh, error) {
+		var out []*sendCh
+		for range n {
+			c, err := dial()
+			if err != nil {
+				return nil, err
+			}
+			ch, err := c.Channel()
+			if err != nil {
+				return nil, err
+			}
+			if confirms {
+				if err := ch.Confirm(false); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, &sendCh{ch: ch})
+		}
+		return out, nil
+	}
+	publish := func(pool []*sendCh, next *atomic.Uint64, key string, mandatory bool, p amqp.Publishing) error {
+		s := pool[next.Add(1)%uint64(len(pool))]
+		if !confirms {
+			return s.ch.Publish("", key, mandatory, false, p)
+		}
+		dc, err := s.ch.PublishWithDeferredConfirm("", key, mandatory, false, p)
+		if err != nil {
+			return err
+		}
+		if !dc.Wait() {
+			return errors.New("bare publish nacked")
+		}
+		return nil
+	}
+	srvConn, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	srvSend, err := sendPool(nsend)
+	if err != nil {
+		return nil, err
+	}
+	cliConn, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	cliSend, err := sendPool(nsend)
+	if err != nil {
+		return nil, err
+	}
+
+	reqBody, repBody := osloSizedBodies(payload)
 	sch, err := srvConn.Channel()
 	if err != nil {
 		return nil, err
@@ -275,13 +352,25 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 	if err != nil {
 		return nil, err
 	}
+	var srvNext, cliNext atomic.Uint64
 	var swg sync.WaitGroup
 	swg.Add(1)
 	go func() {
 		defer swg.Done()
 		for d := range reqs {
 			_ = d.Ack(false)
-			_ = sch.Publish("", d.ReplyTo, false, false, amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: d.Body})
+			reply := func() {
+				_ = publish(srvSend, &srvNext, d.ReplyTo, confirms, amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: repBody})
+			}
+			if !confirms {
+				reply()
+				continue
+			}
+			swg.Add(1)
+			go func() { // waiting for a confirm must not stall the consumer
+				defer swg.Done()
+				reply()
+			}()
 		}
 	}()
 	cch, err := cliConn.Channel()
@@ -313,7 +402,6 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 			}
 		}
 	}()
-	body, _ := json.Marshal(map[string]any{"s": payload})
 	var seq atomic.Int64
 	op := func(ctx context.Context) error {
 		id := fmt.Sprint(seq.Add(1))
@@ -321,7 +409,7 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 		mu.Lock()
 		pending[id] = ch
 		mu.Unlock()
-		if err := cch.Publish("", q.Name, false, false, amqp.Publishing{ContentType: "application/json", CorrelationId: id, ReplyTo: rq.Name, Body: body}); err != nil {
+		if err := publish(cliSend, &cliNext, q.Name, false, amqp.Publishing{ContentType: "application/json", CorrelationId: id, ReplyTo: rq.Name, Body: reqBody}); err != nil {
 			return err
 		}
 		select {
@@ -340,9 +428,29 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 	if err != nil {
 		return nil, err
 	}
-	_ = cliConn.Close()
-	_ = srvConn.Close()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 	cwg.Wait()
 	swg.Wait()
-	return summarize("amqp091-go", "call", conc, count, elapsed, lat), nil
+	impl := "amqp091-go"
+	if confirms {
+		impl = "amqp091-go+confirms"
+	}
+	return summarize(impl, "call", conc, count, elapsed, lat), nil
+}
+
+// osloSizedBodies returns a request and a reply body of the size oslogo
+// sends for payload: oslo 2.0 envelopes with the same keys and ids.
+func osloSizedBodies(payload string) (req, rep []byte) {
+	id := strings.Repeat("0", 32)
+	args, _ := json.Marshal(map[string]string{"s": payload})
+	inner := fmt.Sprintf(`{"method": "echo", "args": %s, "_msg_id": "%s", "_reply_q": "reply_%s", "_timeout": null, "_unique_id": "%s"}`, args, id, id, id)
+	wrap := func(inner string) []byte {
+		s, _ := json.Marshal(inner)
+		return []byte(`{"oslo.version": "2.0", "oslo.message": ` + string(s) + `}`)
+	}
+	req = wrap(inner)
+	rep = wrap(fmt.Sprintf(`{"result": %s, "failure": null, "ending": true, "_msg_id": "%s", "_unique_id": "%s"}`, args, id, id))
+	return req, rep
 }
