@@ -47,8 +47,14 @@ func Open(_ context.Context, u *url.URL, opts driver.Options) (driver.Driver, er
 	return OpenURL(u, opts)
 }
 
-// OpenURL is Open with its concrete type.
+// OpenURL is Open with its concrete type. When opts.RawURL is set it is
+// parsed instead of u, so per-host credentials stay exact (a ',' or '@'
+// in a percent-encoded password included); without it the credentials are
+// recovered from u's folded userinfo.
 func OpenURL(u *url.URL, opts driver.Options) (*Driver, error) {
+	if opts.RawURL != "" {
+		return OpenString(opts.RawURL, opts)
+	}
 	tu, err := fromURL(u)
 	if err != nil {
 		return nil, err

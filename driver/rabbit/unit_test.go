@@ -267,3 +267,57 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenRawURL: with driver.Options.RawURL set, per-host credentials come
+// from the raw text, so a password holding ',' (percent-encoded) survives;
+// without it, the url.URL fallback applies.
+func TestOpenRawURL(t *testing.T) {
+	raw := "rabbit://u1:p%2Cw%40x@h1:5672,u2:p2@h2:5673/vh"
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostsOf := func(d *Driver) map[string]Host {
+		m := map[string]Host{}
+		for _, h := range d.dialer.hosts {
+			m[h.Addr] = h
+		}
+		return m
+	}
+	d, err := OpenURL(u, driver.Options{RawURL: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := map[string]Host{"h1:5672": {"u1", "p,w@x", "h1:5672"}, "h2:5673": {"u2", "p2", "h2:5673"}}
+	if got := hostsOf(d); !reflect.DeepEqual(got, want) {
+		t.Fatalf("with RawURL: got %+v, want %+v", got, want)
+	}
+	// The fallback cannot tell the decoded ',' from a host separator,
+	// which is why RawURL exists.
+	if d2, err := OpenURL(u, driver.Options{}); err == nil {
+		defer d2.Close()
+		if got := hostsOf(d2); reflect.DeepEqual(got, want) {
+			t.Fatalf("fallback unexpectedly exact: %+v", got)
+		}
+	}
+	// Plain credentials are the same either way.
+	plain := "rabbit://a:b@h1,c:d@h2:5673/"
+	pu, _ := url.Parse(plain)
+	d3, err := OpenURL(pu, driver.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d3.Close()
+	d4, err := OpenURL(pu, driver.Options{RawURL: plain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d4.Close()
+	if !reflect.DeepEqual(hostsOf(d3), hostsOf(d4)) {
+		t.Fatalf("fallback %+v != raw %+v", hostsOf(d3), hostsOf(d4))
+	}
+	if _, err := OpenURL(u, driver.Options{RawURL: "rabbit://h:bad/"}); err == nil {
+		t.Fatal("a bad RawURL must be an error")
+	}
+}
