@@ -38,7 +38,7 @@ type benchResult struct {
 func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	fs := newFlagSet(env, "bench", "[flags]")
 	rawURL := fs.String("url", "rabbit://guest:guest@127.0.0.1:5672/", "transport URL")
-	mode := fs.String("mode", "call", "call, cast, notify, bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker) or bare-call-confirm (the same loop with publisher confirms and mandatory replies)")
+	mode := fs.String("mode", "call", "call, cast, notify, bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker) or bare-call-wire (the same loop meeting oslo's wire obligations: topic exchange, confirms, mandatory replies)")
 	conc := fs.Int("concurrency", 1, "concurrent callers")
 	size := fs.Int("size", 64, "payload size in bytes")
 	count := fs.Int("count", 2000, "messages to send (after a warm-up of count/10)")
@@ -54,8 +54,8 @@ func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	switch *mode {
 	case "call", "cast", "notify":
 		res, err = benchOslogo(ctx, *rawURL, *mode, *conc, *count, payload)
-	case "bare-call", "bare-call-confirm":
-		res, err = benchBare(ctx, *rawURL, *conc, *count, payload, *mode == "bare-call-confirm")
+	case "bare-call", "bare-call-wire":
+		res, err = benchBare(ctx, *rawURL, *conc, *count, payload, *mode == "bare-call-wire")
 	default:
 		return &exitError{code: 2, err: fmt.Errorf("unknown --mode %q", *mode)}
 	}
@@ -256,10 +256,16 @@ func deleteQueue(rawURL, name string) {
 //     envelopes of the payload, byte for byte the size oslogo sends;
 //   - the same broker and vhost, a server-named request queue, reply_to and
 //     correlation_id in the properties, a map of pending calls, per-message
-//     acks, no envelope decoding, and no publisher confirms (oslo confirms
-//     every publish; --mode bare-call-confirm measures the loop with
-//     confirms on both sides and mandatory replies, oslo's wire obligations).
-func benchBare(ctx context.Context, rawURL string, conc, count int, payload string, confirms bool) (*benchResult, error) {
+//     acks, no envelope decoding, and no publisher confirms.
+//
+// With wire set (--mode bare-call-wire) the loop also meets the obligations
+// oslo's wire format puts on any compatible client, which the floor does
+// not: requests routed through a topic exchange, persistent delivery mode,
+// content encoding and per-message expiration, publisher confirms on every
+// publish (the server waits for its reply's confirm; the caller waits for
+// its request's confirm and the reply together), and mandatory replies. It is the floor for an oslo-compatible driver.
+func benchBare(ctx context.Context, rawURL string, conc, count int, payload string, wire bool) (*benchResult, error) {
+	confirms := wire
 	u, vhost, err := amqpURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -308,19 +314,16 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 		}
 		return out, nil
 	}
-	publish := func(pool []*sendCh, next *atomic.Uint64, key string, mandatory bool, p amqp.Publishing) error {
+	// publish sends p; with confirms on it returns the confirm to wait for.
+	publish := func(pool []*sendCh, next *atomic.Uint64, exchange, key string, mandatory bool, p amqp.Publishing) (*amqp.DeferredConfirmation, error) {
 		s := pool[next.Add(1)%uint64(len(pool))]
+		if wire {
+			p.ContentEncoding, p.DeliveryMode = "utf-8", amqp.Persistent
+		}
 		if !confirms {
-			return s.ch.Publish("", key, mandatory, false, p)
+			return nil, s.ch.Publish(exchange, key, mandatory, false, p)
 		}
-		dc, err := s.ch.PublishWithDeferredConfirm("", key, mandatory, false, p)
-		if err != nil {
-			return err
-		}
-		if !dc.Wait() {
-			return errors.New("bare publish nacked")
-		}
-		return nil
+		return s.ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, p)
 	}
 	srvConn, err := dial()
 	if err != nil {
@@ -348,6 +351,16 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 	if err != nil {
 		return nil, err
 	}
+	reqExchange, reqKey := "", q.Name
+	if wire {
+		reqExchange, reqKey = "oslogo_bench_wire", "bench."+q.Name
+		if err := sch.ExchangeDeclare(reqExchange, amqp.ExchangeTopic, false, false, false, false, nil); err != nil {
+			return nil, err
+		}
+		if err := sch.QueueBind(q.Name, reqKey, reqExchange, false, nil); err != nil {
+			return nil, err
+		}
+	}
 	reqs, err := sch.Consume(q.Name, "", false, true, false, false, nil)
 	if err != nil {
 		return nil, err
@@ -360,7 +373,9 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 		for d := range reqs {
 			_ = d.Ack(false)
 			reply := func() {
-				_ = publish(srvSend, &srvNext, d.ReplyTo, confirms, amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: repBody})
+				if dc, err := publish(srvSend, &srvNext, "", d.ReplyTo, wire, amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: repBody}); err == nil && dc != nil {
+					dc.Wait()
+				}
 			}
 			if !confirms {
 				reply()
@@ -409,16 +424,36 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 		mu.Lock()
 		pending[id] = ch
 		mu.Unlock()
-		if err := publish(cliSend, &cliNext, q.Name, false, amqp.Publishing{ContentType: "application/json", CorrelationId: id, ReplyTo: rq.Name, Body: reqBody}); err != nil {
+		p := amqp.Publishing{ContentType: "application/json", CorrelationId: id, ReplyTo: rq.Name, Body: reqBody}
+		if wire {
+			p.Expiration = "60000"
+		}
+		dc, err := publish(cliSend, &cliNext, reqExchange, reqKey, false, p)
+		if err != nil {
 			return err
 		}
-		select {
-		case <-ch:
-			return nil
-		case <-time.After(60 * time.Second):
-			return errors.New("bare call timed out")
-		case <-ctx.Done():
-			return ctx.Err()
+		var confirmed <-chan struct{}
+		if dc != nil {
+			confirmed = dc.Done()
+		}
+		timeout := time.NewTimer(60 * time.Second)
+		defer timeout.Stop()
+		for {
+			// The confirm and the reply are awaited together, in whatever
+			// order they come, as oslogo does.
+			select {
+			case <-ch:
+				return nil
+			case <-confirmed:
+				if !dc.Acked() {
+					return errors.New("bare request nacked")
+				}
+				confirmed = nil
+			case <-timeout.C:
+				return errors.New("bare call timed out")
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	if _, _, err := runWorkers(ctx, conc, max(count/10, 1), op); err != nil {
@@ -434,8 +469,8 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 	cwg.Wait()
 	swg.Wait()
 	impl := "amqp091-go"
-	if confirms {
-		impl = "amqp091-go+confirms"
+	if wire {
+		impl = "amqp091-go-oslo-wire"
 	}
 	return summarize(impl, "call", conc, count, elapsed, lat), nil
 }
