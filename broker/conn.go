@@ -306,6 +306,24 @@ func (c *conn) wakeWriter() {
 // for long.
 const inlineLimit = 64 << 10
 
+// inlineWriteWait bounds how long a reader's inline flush may block.
+const inlineWriteWait = 5 * time.Millisecond
+
+// stalledMerge puts back queues to restart after the next flush. Caller
+// holds outMu.
+func (c *conn) stalledMerge(m map[*queue]struct{}) {
+	if len(m) == 0 {
+		return
+	}
+	if c.stalled == nil {
+		c.stalled = m
+		return
+	}
+	for q := range m {
+		c.stalled[q] = struct{}{}
+	}
+}
+
 // endBatch flushes what this reader's batch produced, here and on the
 // connections it delivered to.
 func (c *conn) endBatch() {
@@ -339,9 +357,23 @@ func (c *conn) flushInline() {
 	stalled := c.stalled
 	c.stalled = nil
 	c.outMu.Unlock()
-	_, err := c.nc.Write(buf)
+	// A reader must never block on a peer that stopped reading (it may be
+	// waiting for us to read its own writes): a short deadline hands what
+	// is left to the writer goroutine.
+	_ = c.nc.SetWriteDeadline(time.Now().Add(inlineWriteWait))
+	n, err := c.nc.Write(buf)
+	_ = c.nc.SetWriteDeadline(time.Time{})
 	c.outMu.Lock()
 	c.flushing = false
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		rest := append(buf[n:len(buf):len(buf)], c.out...)
+		c.out = rest
+		c.outLen.Store(int64(len(c.out)))
+		c.stalledMerge(stalled)
+		c.outMu.Unlock()
+		c.wakeWriter()
+		return
+	}
 	if err != nil {
 		c.flushDone = true
 		c.out = nil

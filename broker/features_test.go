@@ -433,3 +433,34 @@ func TestHeartbeatDeadPeer(t *testing.T) {
 		t.Fatalf("%d connections left after dead peer", n)
 	}
 }
+
+// remoteConn makes an in-process pipe look like a connection from another
+// host.
+type remoteConn struct{ net.Conn }
+
+func (remoteConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 40000}
+}
+
+func TestGuestOnlyFromLoopback(t *testing.T) {
+	s, _ := startBroker(t, func(o *Options) {
+		o.AMQPAddr = ""
+		o.Users = append(o.Users, User{Name: "remote", Password: "pw"})
+	})
+	open := func(user, pw string) (*amqp.Connection, error) {
+		client, server := net.Pipe()
+		s.mu.Lock()
+		s.serveLocked(remoteConn{server})
+		s.mu.Unlock()
+		return amqp.Open(client, amqp.Config{SASL: []amqp.Authentication{&amqp.PlainAuth{Username: user, Password: pw}}, Vhost: "/"})
+	}
+	if c, err := open("guest", "guest"); err == nil {
+		c.Close()
+		t.Fatal("guest accepted from a remote address")
+	}
+	c, err := open("remote", "pw")
+	if err != nil {
+		t.Fatalf("non-loopback user refused: %v", err)
+	}
+	c.Close()
+}

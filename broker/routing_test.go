@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"net"
 	"sort"
 	"testing"
 
@@ -78,5 +79,37 @@ func TestScanProps(t *testing.T) {
 	}
 	if _, _, _, ok := scanProps([]byte{0xff}); ok {
 		t.Fatal("short props accepted")
+	}
+}
+
+func TestAuthHelpers(t *testing.T) {
+	if !isLoopback(&net.TCPAddr{IP: net.ParseIP("127.0.0.1")}) || !isLoopback(&net.TCPAddr{IP: net.ParseIP("::1")}) {
+		t.Fatal("loopback not recognised")
+	}
+	if isLoopback(&net.TCPAddr{IP: net.ParseIP("10.1.2.3")}) {
+		t.Fatal("remote address counted as loopback")
+	}
+	a, _ := net.Pipe()
+	defer a.Close()
+	if !isLoopback(a.RemoteAddr()) {
+		t.Fatal("in-process pipe is local")
+	}
+	if u, p, ok := parseAuth("PLAIN", "\x00guest\x00pw"); !ok || u != "guest" || p != "pw" {
+		t.Fatalf("PLAIN: %q %q %v", u, p, ok)
+	}
+	resp := amqp091.AppendTable(nil, amqp091.Table{"LOGIN": "nova", "PASSWORD": "x"})[4:]
+	if u, p, ok := parseAuth("AMQPLAIN", string(resp)); !ok || u != "nova" || p != "x" {
+		t.Fatalf("AMQPLAIN: %q %q %v", u, p, ok)
+	}
+	if _, _, ok := parseAuth("EXTERNAL", ""); ok {
+		t.Fatal("unsupported mechanism accepted")
+	}
+	// RabbitMQ's hash format: base64(salt + sha256(salt + password)).
+	u := newUser(User{Name: "n", PasswordHash: HashPassword("secret")}, false)
+	if !u.checkPassword("secret") || u.checkPassword("Secret") {
+		t.Fatal("password check")
+	}
+	if u := newUser(User{Name: "n", Password: "guest"}, true); !u.loopback || !u.checkPassword("guest") {
+		t.Fatal("plain password user")
 	}
 }

@@ -23,15 +23,28 @@ func chart(in, out, ref string) error {
 		return err
 	}
 	defer f.Close()
+	// Lines with the same name (one per step for a broker restarted
+	// between steps) merge: later non-zero fields win, errors accumulate.
 	var rs []Result
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var r Result
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Name != "" {
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.Name == "" {
+			continue
+		}
+		merged := false
+		for i := range rs {
+			if rs[i].Name == r.Name {
+				mergeResult(&rs[i], &r)
+				merged = true
+			}
+		}
+		if !merged {
 			rs = append(rs, r)
 		}
 	}
+	table(rs, ref)
 	var base *Result
 	for i := range rs {
 		if rs[i].Name == ref {
@@ -112,4 +125,87 @@ func chart(in, out, ref string) error {
 		return err
 	}
 	return o.Close()
+}
+
+func mergeResult(dst, src *Result) {
+	set := func(d *float64, v float64) {
+		if v != 0 {
+			*d = v
+		}
+	}
+	set(&dst.TransientMsgs, src.TransientMsgs)
+	set(&dst.PersistentSeconds, src.PersistentSeconds)
+	set(&dst.PersistentMsgs, src.PersistentMsgs)
+	set(&dst.RoundTrips1, src.RoundTrips1)
+	set(&dst.RoundTrips8, src.RoundTrips8)
+	set(&dst.FanoutDeliveries, src.FanoutDeliveries)
+	set(&dst.TopicMsgs, src.TopicMsgs)
+	set(&dst.MillionRSSMB, src.MillionRSSMB)
+	if dst.IdleRSSMB == 0 {
+		dst.IdleRSSMB = src.IdleRSSMB
+	}
+	set(&dst.AfterLoadRSSMB, src.AfterLoadRSSMB)
+	dst.Errors = append(dst.Errors, src.Errors...)
+}
+
+// table prints the merged results and the target ratios as Markdown.
+func table(rs []Result, ref string) {
+	var base *Result
+	for i := range rs {
+		if rs[i].Name == ref {
+			base = &rs[i]
+		}
+	}
+	f := func(v float64, format string) string {
+		if v == 0 {
+			return "failed"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	fmt.Print("| broker | transient msg/s | 20k persistent+confirm (s) | round trips/s, 1 caller | 8 callers | fanout deliveries/s (10 queues) | topic msg/s (10k bindings) | RSS idle MB | RSS after load MB | RSS 1M queued MB |\n")
+	fmt.Print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Name,
+			f(r.TransientMsgs, "%.0f"), f(r.PersistentSeconds, "%.3f"), f(r.RoundTrips1, "%.0f"), f(r.RoundTrips8, "%.0f"),
+			f(r.FanoutDeliveries, "%.0f"), f(r.TopicMsgs, "%.0f"), f(r.IdleRSSMB, "%.1f"), f(r.AfterLoadRSSMB, "%.1f"), f(r.MillionRSSMB, "%.0f"))
+	}
+	if base == nil {
+		return
+	}
+	fmt.Print("\n| ratio vs " + ref + " | measured | target | met |\n|---|---:|---:|---|\n")
+	for _, r := range rs {
+		if r.Name != "oslogo" {
+			continue
+		}
+		ratio := func(a, b float64) float64 {
+			if b == 0 {
+				return 0
+			}
+			return a / b
+		}
+		row := func(what string, v, target float64) {
+			met := "no"
+			if v >= target {
+				met = "yes"
+			}
+			fmt.Printf("| %s: %s | %.2fx | >= %.0fx | %s |\n", r.Name, what, v, target, met)
+		}
+		row("transient throughput", ratio(r.TransientMsgs, base.TransientMsgs), 3)
+		row("round trips, 1 caller", ratio(r.RoundTrips1, base.RoundTrips1), 2)
+		row("round trips, 8 callers", ratio(r.RoundTrips8, base.RoundTrips8), 2)
+		row("persistent with confirms", ratio(base.PersistentSeconds, r.PersistentSeconds), 3)
+		{
+			met := "no"
+			if r.IdleRSSMB > 0 && r.IdleRSSMB < 20 {
+				met = "yes"
+			}
+			fmt.Printf("| %s: idle RSS | %.1f MB | < 20 MB | %s |\n", r.Name, r.IdleRSSMB, met)
+		}
+	}
+	for _, r := range rs {
+		for _, e := range r.Errors {
+			fmt.Printf("\n%s: %s", r.Name, e)
+		}
+	}
+	fmt.Println()
 }
