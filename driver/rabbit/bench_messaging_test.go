@@ -64,3 +64,51 @@ func BenchmarkMessagingCall(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMessagingCast measures casts through the public API with 8
+// callers; a cast counts once the broker confirmed it.
+func BenchmarkMessagingCast(b *testing.B) {
+	ctx := context.Background()
+	url := rabbit.TestURL()
+	srvT, err := messaging.OpenTransport(ctx, url, messaging.DefaultTransportConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srvT.Close()
+	cliT, err := messaging.OpenTransport(ctx, url, messaging.DefaultTransportConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cliT.Close()
+	topic := "bench_" + rabbit.NewMessageID()[:8]
+	var got atomic.Int64
+	ep := messaging.NewEndpoint(messaging.Target{})
+	ep.HandleRaw("record", func(_ context.Context, a json.RawMessage) (any, error) { got.Add(1); return nil, nil })
+	srv, err := messaging.NewRPCServer(srvT, messaging.Target{Topic: topic, Server: "bench"}, []*messaging.Endpoint{ep})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()); srv.Wait() }()
+	cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic})
+	args := map[string]any{"s": strings.Repeat("x", 64)}
+	b.ResetTimer()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := cli.Cast(ctx, "record", args); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "casts/s")
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -219,6 +220,10 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 			}
 			h := open[i]
 			batch = append(batch[:0], d)
+			// amqp091-go hands deliveries over one at a time from a
+			// goroutine of its own, through an unbuffered channel: yielding
+			// once lets it offer the next one it already holds.
+			yielded := false
 		more:
 			for len(batch) < maxBatch {
 				select {
@@ -227,8 +232,13 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 						break more // seen closed on the next receive
 					}
 					batch = append(batch, d)
+					yielded = false
 				default:
-					break more
+					if yielded {
+						break more
+					}
+					runtime.Gosched()
+					yielded = true
 				}
 			}
 			handle(h, batch)
