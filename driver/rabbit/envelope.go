@@ -100,11 +100,15 @@ func appendContext(dst []byte, ctx map[string]any) ([]byte, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v, err := pyMarshal(ctx[k])
+		dst = appendKey(dst, false, contextPrefix+k)
+		var ok bool
+		if dst, ok = appendPyScalar(dst, ctx[k]); ok {
+			continue
+		}
+		v, err := pyMarshalSlow(ctx[k])
 		if err != nil {
 			return dst, fmt.Errorf("rabbit: context key %q: %w", k, err)
 		}
-		dst = appendKey(dst, false, contextPrefix+k)
 		dst = append(dst, v...)
 	}
 	return dst, nil

@@ -169,3 +169,21 @@ func FuzzDecodeEnvelopeReference(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) { checkDecodeEnvelope(t, body) })
 }
+
+// TestPyMarshalFastPath: the direct writer gives the bytes of the
+// encoding/json path for every type it handles.
+func TestPyMarshalFastPath(t *testing.T) {
+	values := []any{
+		nil, "", "plain", "h\u00e9llo \u2603 \U0001F600 \"q\" \\ \n\t\x01 <&>", true, false,
+		0, -7, 1 << 40, int64(-1 << 62), []string{}, []string(nil), []string{"admin", "r\u00f4le"},
+		[]any{}, []any(nil), []any{"a", 1, true, nil, "\u00e9"}, []any{[]any{"nested"}}, []any{1.5},
+		map[string]any{"a": 1}, 2.5, float64(3), json.Number("12"),
+	}
+	for _, v := range values {
+		want, werr := pyMarshalSlow(v)
+		got, err := pyMarshal(v)
+		if (err == nil) != (werr == nil) || string(got) != string(want) {
+			t.Errorf("%#v: fast %q (%v), encoding/json %q (%v)", v, got, err, want, werr)
+		}
+	}
+}

@@ -151,8 +151,67 @@ func isPlainASCII(lit []byte) bool {
 }
 
 // pyMarshal encodes v with encoding/json, then re-writes it in Python's
-// style.
+// style. The values request contexts are mostly made of (strings, booleans,
+// null, integers, lists of strings) are written directly, with the same
+// bytes.
 func pyMarshal(v any) ([]byte, error) {
+	if b, ok := appendPyScalar(nil, v); ok {
+		return b, nil
+	}
+	return pyMarshalSlow(v)
+}
+
+// appendPyScalar writes v when it is one of the common context value
+// types; ok is false for anything else.
+func appendPyScalar(dst []byte, v any) ([]byte, bool) {
+	switch x := v.(type) {
+	case nil:
+		return append(dst, "null"...), true
+	case string:
+		return appendPyString(dst, x), true
+	case bool:
+		return strconv.AppendBool(dst, x), true
+	case int:
+		return strconv.AppendInt(dst, int64(x), 10), true
+	case int64:
+		return strconv.AppendInt(dst, x, 10), true
+	case []string:
+		if x == nil {
+			return append(dst, "null"...), true
+		}
+		dst = append(dst, '[')
+		for i, e := range x {
+			if i > 0 {
+				dst = append(dst, ',', ' ')
+			}
+			dst = appendPyString(dst, e)
+		}
+		return append(dst, ']'), true
+	case []any:
+		if x == nil {
+			return append(dst, "null"...), true
+		}
+		start := len(dst)
+		dst = append(dst, '[')
+		for i, e := range x {
+			if i > 0 {
+				dst = append(dst, ',', ' ')
+			}
+			var ok bool
+			if _, isList := e.([]any); isList {
+				return dst[:start], false // nested lists: the general path
+			}
+			if dst, ok = appendPyScalar(dst, e); !ok {
+				return dst[:start], false
+			}
+		}
+		return append(dst, ']'), true
+	}
+	return dst, false
+}
+
+// pyMarshalSlow is pyMarshal through encoding/json.
+func pyMarshalSlow(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
