@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"image/png"
 	"log"
 	"os"
+	"slices"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -46,38 +48,91 @@ func main() {
 		}
 	}
 	_ = f.Close()
-	find := func(impl, mode string, c int) float64 {
-		for _, r := range rs {
-			if r.Impl == impl && r.Mode == mode && r.Concurrency == c {
-				return r.Rate
-			}
-		}
-		return 0
+	// Rows measured several times (interleaved rounds) are reduced to the
+	// run with the median rate; ratios to a floor are the median of the
+	// per-round ratios, so each oslogo run is compared with the floor run
+	// next to it.
+	type key struct {
+		impl, mode string
+		c          int
 	}
-	fmt.Println("| implementation | mode | callers | msgs/s | p50 ms | p99 ms |")
-	fmt.Println("|---|---|---:|---:|---:|---:|")
+	var order []key
+	runs := map[key][]result{}
 	for _, r := range rs {
-		fmt.Printf("| %s | %s | %d | %.0f | %.2f | %.2f |\n", r.Impl, r.Mode, r.Concurrency, r.Rate, r.P50ms, r.P99ms)
+		k := key{r.Impl, r.Mode, r.Concurrency}
+		if _, seen := runs[k]; !seen {
+			order = append(order, k)
+		}
+		runs[k] = append(runs[k], r)
+	}
+	median := func(k key) (result, bool) {
+		rr := slices.Clone(runs[k])
+		if len(rr) == 0 {
+			return result{}, false
+		}
+		slices.SortFunc(rr, func(a, b result) int { return cmp.Compare(a.Rate, b.Rate) })
+		return rr[len(rr)/2], true
+	}
+	fmt.Println("| implementation | mode | callers | msgs/s | p50 ms | p99 ms | runs |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|")
+	var rows []result
+	for _, k := range order {
+		m, _ := median(k)
+		rows = append(rows, m)
+		fmt.Printf("| %s | %s | %d | %.0f | %.2f | %.2f | %d |\n", m.Impl, m.Mode, m.Concurrency, m.Rate, m.P50ms, m.P99ms, len(runs[k]))
 	}
 	fmt.Println()
-	fmt.Println("| ratio | measured | target |")
-	fmt.Println("|---|---:|---:|")
-	ratio := func(name string, a, b, target float64, pct bool) {
-		if a == 0 || b == 0 {
+	fmt.Println("| ratio | measured | target | met |")
+	fmt.Println("|---|---:|---:|---|")
+	ratio := func(name string, a, b key, target float64, pct bool) {
+		ra, rb := runs[a], runs[b]
+		if len(ra) == 0 || len(rb) == 0 {
 			return
 		}
-		if pct {
-			fmt.Printf("| %s | %.0f%% | >= %.0f%% |\n", name, 100*a/b, 100*target)
+		var v float64
+		if len(ra) == len(rb) {
+			rs := make([]float64, len(ra))
+			for i := range ra {
+				rs[i] = ra[i].Rate / rb[i].Rate
+			}
+			slices.Sort(rs)
+			v = rs[len(rs)/2]
 		} else {
-			fmt.Printf("| %s | %.1fx | >= %.1fx |\n", name, a/b, target)
+			ma, _ := median(a)
+			mb, _ := median(b)
+			v = ma.Rate / mb.Rate
+		}
+		met := "no"
+		if v >= target {
+			met = "yes"
+		}
+		if target == 0 {
+			met = "(reference)"
+		}
+		switch {
+		case pct && target > 0:
+			fmt.Printf("| %s | %.0f%% | >= %.0f%% | %s |\n", name, 100*v, 100*target, met)
+		case pct:
+			fmt.Printf("| %s | %.0f%% | - | %s |\n", name, 100*v, met)
+		default:
+			fmt.Printf("| %s | %.1fx | >= %.1fx | %s |\n", name, v, target, met)
 		}
 	}
-	ratio("oslogo call / bare floor, 1 caller", find("oslogo", "call", 1), find("amqp091-go", "call", 1), 0.9, true)
-	ratio("oslogo call / bare floor, 8 callers", find("oslogo", "call", 8), find("amqp091-go", "call", 8), 0.9, true)
-	ratio("oslogo call / Python, 1 caller", find("oslogo", "call", 1), find("python-oslo.messaging", "call", 1), 3.5, false)
-	ratio("oslogo call / Python, 8 callers", find("oslogo", "call", 8), find("python-oslo.messaging", "call", 8), 8, false)
-	ratio("oslogo cast / Python cast", find("oslogo", "cast", 8), find("python-oslo.messaging", "cast", 8), 10, false)
+	o := func(mode string, c int) key { return key{"oslogo", mode, c} }
+	bare := func(c int) key { return key{"amqp091-go", "call", c} }
+	wire := func(c int) key { return key{"amqp091-go-oslo-wire", "call", c} }
+	py := func(mode string, c int) key { return key{"python-oslo.messaging", mode, c} }
+	ratio("oslogo call / bare floor, 1 caller", o("call", 1), bare(1), 0.9, true)
+	ratio("oslogo call / bare floor, 8 callers", o("call", 8), bare(8), 0.9, true)
+	ratio("oslogo call / Python, 1 caller", o("call", 1), py("call", 1), 3.5, false)
+	ratio("oslogo call / Python, 8 callers", o("call", 8), py("call", 8), 8, false)
+	ratio("oslogo cast / Python cast", o("cast", 8), py("cast", 8), 10, false)
+	ratio("oslo-wire floor / bare floor, 1 caller", wire(1), bare(1), 0, true)
+	ratio("oslo-wire floor / bare floor, 8 callers", wire(8), bare(8), 0, true)
+	ratio("oslogo call / oslo-wire floor, 1 caller", o("call", 1), wire(1), 0, true)
+	ratio("oslogo call / oslo-wire floor, 8 callers", o("call", 8), wire(8), 0, true)
 
+	rs = rows
 	if err := chart(*out, rs); err != nil {
 		log.Fatal(err)
 	}
@@ -86,6 +141,7 @@ func main() {
 var palette = map[string]color.RGBA{
 	"oslogo":                {0x1f, 0x77, 0xb4, 0xff},
 	"amqp091-go":            {0x7f, 0x7f, 0x7f, 0xff},
+	"amqp091-go-oslo-wire":  {0xb0, 0xb0, 0xb0, 0xff},
 	"python-oslo.messaging": {0xff, 0x7f, 0x0e, 0xff},
 }
 

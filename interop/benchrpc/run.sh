@@ -13,9 +13,16 @@ mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 run() { "$@" | tail -1 | tee -a "$OUT"; }
 
+# Each call row is measured ROUNDS times, interleaved with the floors, and
+# the median kept (-median below): the machine is shared, and one run can
+# land on a busy second.
+ROUNDS=${BENCH_ROUNDS:-3}
 for c in 1 8; do
-	run "$BIN" bench --url "$URL" --mode bare-call --concurrency $c --count "$COUNT" --size "$SIZE"
-	run "$BIN" bench --url "$URL" --mode call --concurrency $c --count "$COUNT" --size "$SIZE"
+	for _ in $(seq "$ROUNDS"); do
+		run "$BIN" bench --url "$URL" --mode bare-call --concurrency $c --count "$COUNT" --size "$SIZE"
+		run "$BIN" bench --url "$URL" --mode bare-call-wire --concurrency $c --count "$COUNT" --size "$SIZE"
+		run "$BIN" bench --url "$URL" --mode call --concurrency $c --count "$COUNT" --size "$SIZE"
+	done
 done
 run "$BIN" bench --url "$URL" --mode cast --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
 run "$BIN" bench --url "$URL" --mode notify --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
