@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -315,6 +316,9 @@ type replyWaiter struct {
 	unacked  int
 	ackTimer *time.Timer
 	armed    bool
+
+	ackRounds atomic.Int64 // basic.ack frames sent, for tests
+	lateAcks  atomic.Int64 // of which sent by the timer or at a session's end
 }
 
 // pendingCall is one call waiting for replies.
@@ -345,7 +349,12 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 		}
 		return nil
 	}
-	w.c.flush = w.flushAcks
+	w.c.flush = func() {
+		if w.unacked > 0 {
+			w.lateAcks.Add(1)
+		}
+		w.flushAcks()
+	}
 	return w
 }
 
@@ -362,6 +371,7 @@ func (w *replyWaiter) flushAcks() {
 		w.c.log.Debug("reply ack failed", "err", err)
 	}
 	w.unacked = 0
+	w.ackRounds.Add(1)
 }
 
 // ready starts the reply consumer on first use and waits until the reply
@@ -447,12 +457,22 @@ func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {
 		}
 	}
 	switch {
-	case w.unacked >= maxBatch:
+	case w.unacked >= w.ackBatch():
 		w.flushAcks()
 	case w.unacked > 0 && !w.armed:
 		w.ackTimer.Reset(replyAckDelay)
 		w.armed = true
 	}
+}
+
+// ackBatch is how many handled replies are acknowledged together: with a
+// prefetch limit the broker stops delivering once that many are
+// unacknowledged, so they are acknowledged before it is reached.
+func (w *replyWaiter) ackBatch() int {
+	if p := w.d.cfg.Prefetch; p > 0 && p < maxBatch {
+		return p
+	}
+	return maxBatch
 }
 
 // deliver hands one reply to its call; it reports false for a malformed

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,4 +316,34 @@ func TestConnectionLoss(t *testing.T) {
 	}
 	_ = in.Ack()
 	cleanupQueues(t, topic+".info")
+}
+
+// TestReplyAcksRespectPrefetch: replies are acknowledged in batches, but
+// with rabbit_qos_prefetch_count set the batch never reaches the limit
+// (the broker would stop delivering replies until a timer flushed them).
+func TestReplyAcksRespectPrefetch(t *testing.T) {
+	srv := openTest(t, nil)
+	cli := openTest(t, map[string]string{"rabbit_qos_prefetch_count": "1"})
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 30*time.Second)
+	l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := serve(t, l, echoHandler)
+	defer func() { _ = l.Close(); wg.Wait() }()
+	const n = 20
+	for i := range n {
+		rep, err := cli.Call(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic}, &driver.Request{Method: "echo", Args: json.RawMessage(`{"i": 1}`)}, driver.SendOptions{Timeout: 20 * time.Second})
+		if err != nil || rep.Failure != nil {
+			t.Fatalf("call %d: %v %+v", i, err, rep)
+		}
+	}
+	// Each reply is acknowledged on its own, right after it is handled.
+	for cli.waiter.ackRounds.Load() < n && ctx.Err() == nil {
+		runtime.Gosched()
+	}
+	if got, late := cli.waiter.ackRounds.Load(), cli.waiter.lateAcks.Load(); got != n || late != 0 {
+		t.Fatalf("with prefetch 1: %d reply acks (%d of them by the timer) for %d replies, want one each, none late", got, late, n)
+	}
 }
