@@ -13,9 +13,9 @@ mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 run() { "$@" | tail -1 | tee -a "$OUT"; }
 
-# Each call row is measured ROUNDS times, interleaved with the floors, and
-# the median kept (-median below): the machine is shared, and one run can
-# land on a busy second.
+# Every row is measured ROUNDS times (the calls interleaved with their
+# floors) and interop/benchrpc keeps the run with the median rate: the
+# machine is shared, and a single run can land on a busy second.
 ROUNDS=${BENCH_ROUNDS:-3}
 for c in 1 8; do
 	for _ in $(seq "$ROUNDS"); do
@@ -24,17 +24,21 @@ for c in 1 8; do
 		run "$BIN" bench --url "$URL" --mode call --concurrency $c --count "$COUNT" --size "$SIZE"
 	done
 done
-run "$BIN" bench --url "$URL" --mode cast --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
-run "$BIN" bench --url "$URL" --mode notify --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
+for _ in $(seq "$ROUNDS"); do
+	run "$BIN" bench --url "$URL" --mode cast --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
+	run "$BIN" bench --url "$URL" --mode notify --concurrency 8 --count "$((COUNT * 2))" --size "$SIZE"
+done
 
 # Python oslo.messaging: its own server process and client.
 topic="pybench_$$"
 coproc PYSRV { /usr/bin/python3 interop/python/bench.py server "$URL" "$topic"; }
 read -r ready <&"${PYSRV[0]}"
-for c in 1 8; do
-	run /usr/bin/python3 interop/python/bench.py call "$URL" "$topic" $c "$PYCOUNT" "$SIZE"
+for _ in $(seq "$ROUNDS"); do
+	for c in 1 8; do
+		run /usr/bin/python3 interop/python/bench.py call "$URL" "$topic" $c "$PYCOUNT" "$SIZE"
+	done
+	run /usr/bin/python3 interop/python/bench.py cast "$URL" "$topic" 8 "$((PYCOUNT * 2))" "$SIZE"
 done
-run /usr/bin/python3 interop/python/bench.py cast "$URL" "$topic" 8 "$((PYCOUNT * 2))" "$SIZE"
 eval "exec ${PYSRV[1]}>&-"
 wait "$PYSRV_PID" || true
 
