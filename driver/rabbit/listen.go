@@ -33,9 +33,10 @@ const replyAckDelay = 25 * time.Millisecond
 
 // consumerHandle is one basic.consume: its channel, tag and deliveries.
 type consumerHandle struct {
-	ch   *amqp.Channel
-	tag  string
-	dels <-chan amqp.Delivery
+	ch      *amqp.Channel
+	tag     string
+	dels    <-chan amqp.Delivery
+	autoAck bool // no_ack consumer: the broker counts a delivery as acknowledged once sent
 }
 
 // consumeSession is one listening connection with its consumers. ch is
@@ -128,15 +129,25 @@ func (c *consumer) openChannel(conn *amqp.Connection) (*amqp.Channel, error) {
 	return ch, err
 }
 
-// consume starts one consumer on ch with the next tag.
-func (c *consumer) consume(ch *amqp.Channel, queue string) (*consumerHandle, error) {
+// consume starts one consumer on ch with the next tag; autoAck consumes
+// with no_ack.
+func (c *consumer) consume(ch *amqp.Channel, queue string, autoAck bool) (*consumerHandle, error) {
 	tag := c.nextTag()
-	dels, err := ch.Consume(queue, tag, false, false, false, false, c.d.cfg.consumerArgs())
+	dels, err := ch.Consume(queue, tag, autoAck, false, false, false, c.d.cfg.consumerArgs())
 	if err != nil {
 		return nil, err
 	}
-	return &consumerHandle{ch: ch, tag: tag, dels: dels}, nil
+	return &consumerHandle{ch: ch, tag: tag, dels: dels, autoAck: autoAck}, nil
 }
+
+// ackOnReceipt reports whether consumers that oslo acknowledges on receipt
+// (RPC servers before dispatch, the reply waiter) can consume with no_ack.
+// Without rabbit_qos_prefetch_count the broker pushes everything at once
+// either way and the message is gone from the queue as soon as the client
+// holds it, so no_ack is observably the same (at-most-once) and spares an
+// ack per message on both sides. With a prefetch limit the acks are what
+// paces the broker, so they stay.
+func (c Config) ackOnReceipt() bool { return c.Prefetch <= 0 }
 
 // reconnect retries connect with backoff until it works or the consumer
 // stops; nil means stopped.
@@ -223,8 +234,10 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 			batch = append(batch[:0], d)
 			// amqp091-go hands deliveries over one at a time from a
 			// goroutine of its own, through an unbuffered channel: yielding
-			// once lets it offer the next one it already holds.
-			yielded := false
+			// once lets it offer the next one it already holds, so that
+			// more deliveries share one ack. A no_ack consumer has no acks
+			// to share and does not wait.
+			yielded := h.autoAck
 		more:
 			for len(batch) < maxBatch {
 				select {
@@ -337,7 +350,7 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 		if _, err := ch.QueueDeclare(d.replyQ, false, false, false, false, d.cfg.transientQueueArgs()); err != nil {
 			return nil, fmt.Errorf("rabbit: declare reply queue: %w", err)
 		}
-		h, err := w.c.consume(ch, d.replyQ)
+		h, err := w.c.consume(ch, d.replyQ, d.cfg.ackOnReceipt())
 		if err != nil {
 			return nil, err
 		}
@@ -451,7 +464,7 @@ func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {
 		w.ackCh, w.unacked = h.ch, 0
 	}
 	for _, dl := range batch {
-		if w.deliver(dl) {
+		if w.deliver(dl, h.autoAck) && !h.autoAck {
 			w.ackTag = dl.DeliveryTag
 			w.unacked++
 		}
@@ -476,16 +489,18 @@ func (w *replyWaiter) ackBatch() int {
 }
 
 // deliver hands one reply to its call; it reports false for a malformed
-// reply, which it rejects.
-func (w *replyWaiter) deliver(dl amqp.Delivery) bool {
+// reply, which it rejects (or drops, consumed with no_ack).
+func (w *replyWaiter) deliver(dl amqp.Delivery, autoAck bool) bool {
 	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 	var r *incomingReply
 	if err == nil {
 		r, err = decodeReply(m)
 	}
 	if err != nil {
-		_ = dl.Reject(false)
-		w.c.log.Warn("malformed reply rejected", "err", err)
+		if !autoAck {
+			_ = dl.Reject(false)
+		}
+		w.c.log.Warn("malformed reply dropped", "err", err)
 		return false
 	}
 	w.mu.Lock()
@@ -597,7 +612,7 @@ func (l *rpcListener) setup(_ context.Context, conn *amqp.Connection, ch *amqp.C
 		if err != nil {
 			return nil, err
 		}
-		h, err := l.c.consume(qch, q.name)
+		h, err := l.c.consume(qch, q.name, cfg.ackOnReceipt())
 		if err != nil {
 			return nil, err
 		}
@@ -624,7 +639,9 @@ func (l *rpcListener) run(s *consumeSession) {
 
 // handle acknowledges a batch of requests before any of them is
 // dispatched (at-most-once, as oslo) with one basic.ack(multiple), then
-// queues them. Malformed requests are rejected on their own first.
+// queues them. Malformed requests are rejected on their own first. On a
+// no_ack consumer the broker already counts them as acknowledged and
+// malformed ones are dropped.
 func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 	ins := make([]*incomingRequest, 0, len(batch))
 	var last uint64
@@ -635,8 +652,10 @@ func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 			in, err = decodeRequest(m)
 		}
 		if err != nil {
-			_ = dl.Reject(false)
-			l.c.log.Warn("malformed request rejected", "err", err, "routing_key", dl.RoutingKey)
+			if !h.autoAck {
+				_ = dl.Reject(false)
+			}
+			l.c.log.Warn("malformed request dropped", "err", err, "routing_key", dl.RoutingKey)
 			continue
 		}
 		ins = append(ins, in)
@@ -645,9 +664,11 @@ func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 	if len(ins) == 0 {
 		return
 	}
-	if err := h.ch.Ack(last, true); err != nil {
-		l.c.log.Warn("ack failed, requests discarded", "err", err, "count", len(ins))
-		return
+	if !h.autoAck {
+		if err := h.ch.Ack(last, true); err != nil {
+			l.c.log.Warn("ack failed, requests discarded", "err", err, "count", len(ins))
+			return
+		}
 	}
 	for _, in := range ins {
 		if in.uniqueID != "" {
@@ -801,7 +822,7 @@ func (l *notifyListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.C
 			continue
 		}
 		seen[queue] = true
-		h, err := l.c.consume(ch, queue)
+		h, err := l.c.consume(ch, queue, false)
 		if err != nil {
 			return nil, err
 		}

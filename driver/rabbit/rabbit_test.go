@@ -347,3 +347,79 @@ func TestReplyAcksRespectPrefetch(t *testing.T) {
 		t.Fatalf("with prefetch 1: %d reply acks (%d of them by the timer) for %d replies, want one each, none late", got, late, n)
 	}
 }
+
+// TestAckOnReceipt: without rabbit_qos_prefetch_count the RPC queues and
+// the reply queue are consumed with no_ack (oslo acknowledges them on
+// receipt anyway), notification queues never are; a malformed request or
+// reply on a no_ack consumer is dropped without a reject (which would be a
+// channel error) and the consumers keep serving. With a prefetch limit
+// the acknowledgements stay.
+func TestAckOnReceipt(t *testing.T) {
+	for _, prefetch := range []string{"0", "2"} {
+		t.Run("prefetch="+prefetch, func(t *testing.T) {
+			cfg := map[string]string{"rabbit_qos_prefetch_count": prefetch}
+			srv := openTest(t, cfg)
+			cli := openTest(t, cfg)
+			wantAuto := prefetch == "0"
+			topic := uniqueTopic(t)
+			ctx := ctxT(t, 30*time.Second)
+			l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg := serve(t, l, echoHandler)
+			defer func() { _ = l.Close(); wg.Wait() }()
+			nl, err := srv.ListenNotifications(ctx, []driver.NotificationTarget{{Exchange: "oslogo_x", Topic: topic, Priority: "info"}}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = nl.Close(); cleanupQueues(t, topic+".info") }()
+			call := func() {
+				t.Helper()
+				rep, err := cli.Call(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic}, &driver.Request{Method: "echo", Args: json.RawMessage(`{"i": 1}`)}, driver.SendOptions{Timeout: 20 * time.Second})
+				if err != nil || rep.Failure != nil || string(rep.Result) != `{"i": 1}` {
+					t.Fatalf("call: %v %+v", err, rep)
+				}
+			}
+			call()
+			for _, h := range l.(*rpcListener).c.session().cons {
+				if h.autoAck != wantAuto {
+					t.Fatalf("RPC consumer on %s: autoAck %v, want %v", topic, h.autoAck, wantAuto)
+				}
+			}
+			if h := cli.waiter.c.session().cons[0]; h.autoAck != wantAuto {
+				t.Fatalf("reply consumer: autoAck %v, want %v", h.autoAck, wantAuto)
+			}
+			for _, h := range nl.(*notifyListener).c.session().cons {
+				if h.autoAck {
+					t.Fatal("notification consumer with no_ack")
+				}
+			}
+			// Malformed request and reply, then the consumers still work.
+			ch, err := amqpConn(t).Channel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{topic, cli.replyQ} {
+				if err := ch.Publish("", key, false, false, amqp.Publishing{ContentType: "application/json", Body: []byte(`{not json`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			call()
+			if !wantAuto {
+				return
+			}
+			call()
+			if n := cli.waiter.ackRounds.Load(); n != 0 {
+				t.Fatalf("%d reply acks sent by a no_ack consumer", n)
+			}
+			q, err := ch.QueueDeclarePassive(topic, false, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.Messages != 0 {
+				t.Fatalf("%d requests left in %s", q.Messages, topic)
+			}
+		})
+	}
+}
