@@ -515,7 +515,7 @@ func (c *conn) connError(e *amqpError) {
 }
 
 func (c *conn) readLoop() error {
-	var closeDeadline time.Time
+	var closeDeadline, lastDeadline time.Time
 	for {
 		if c.fr.Buffered() == 0 {
 			switch {
@@ -525,7 +525,13 @@ func (c *conn) readLoop() error {
 				}
 				_ = c.nc.SetReadDeadline(closeDeadline)
 			case c.heartbeat > 0:
-				_ = c.nc.SetReadDeadline(time.Now().Add(2*c.heartbeat + time.Second))
+				// Refreshing the deadline costs a timer update; doing it at
+				// most every half interval keeps dead-peer detection between
+				// 1.5 and 2 intervals.
+				if now := time.Now(); now.Sub(lastDeadline) > c.heartbeat/2 {
+					lastDeadline = now
+					_ = c.nc.SetReadDeadline(now.Add(2*c.heartbeat + time.Second))
+				}
 			}
 		}
 		f, err := c.fr.ReadFrame()

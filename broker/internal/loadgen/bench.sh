@@ -116,7 +116,10 @@ CONF
 	echo "bench: measuring garagemq ($1)" >&2
 	timeout 900 ./bin/broker-loadgen -name garagemq -pid "$GARAGE_PID" -only "$1" -url "amqp://guest:guest@127.0.0.1:$GARAGE_PORT/" $LOADGEN_ARGS >> "$RESULTS" ||
 		echo "{\"name\":\"garagemq\",\"errors\":[\"$1: load generator failed\"]}" >> "$RESULTS"
+	# A wedged garagemq ignores SIGTERM.
 	kill "$GARAGE_PID" 2>/dev/null || true
+	for _ in $(seq 1 20); do kill -0 "$GARAGE_PID" 2>/dev/null || break; sleep 0.25; done
+	kill -9 "$GARAGE_PID" 2>/dev/null || true
 	wait "$GARAGE_PID" 2>/dev/null || true
 	for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/$GARAGE_PORT) 2>/dev/null || break; sleep 0.25; done
 }

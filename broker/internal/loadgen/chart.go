@@ -90,7 +90,7 @@ func chart(in, out, ref string) error {
 			}
 		}
 	}
-	scale := float64(w-left-80) / maxRatio
+	scale := float64(w-left-170) / maxRatio
 	for mi, m := range metrics {
 		y0 := top + mi*rowH
 		text(10, y0+rowH/2+4, m.label, color.Black)
