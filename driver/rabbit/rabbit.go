@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -31,6 +32,8 @@ type Driver struct {
 	replyQ  string // reply_<hex>, one per driver
 	waiter  *replyWaiter
 	obsolet *obsoleteQueues
+
+	replyRetries atomic.Int32 // returned replies being retried
 
 	mu        sync.Mutex
 	closed    bool
@@ -275,6 +278,10 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	if timeout > 0 {
 		msg.expire = expiration(timeout)
 	}
+	// No confirm on the request: its reply proves it arrived, and waiting
+	// for both costs the broker a confirm per call. A mandatory request
+	// that no queue takes still comes back at once (basic.return).
+	msg.fast = true
 	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
 		return nil, err
 	}
@@ -282,6 +289,15 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	// Register before publishing so that a fast reply is never lost.
 	pc := d.waiter.register(msgID)
 	defer d.waiter.unregister(msgID, pc)
+	if msg.mandatory {
+		returned := pc.returned
+		msg.onReturn = func() {
+			select {
+			case returned <- struct{}{}:
+			default:
+			}
+		}
+	}
 
 	var overall, monitor *time.Timer
 	var overallC, monitorC <-chan time.Time
@@ -298,52 +314,43 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 		monitorC = monitor.C
 	}
 
-	for sent := 0; ; sent++ {
-		w, err := d.send(ctx, msg)
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
+	w, err := d.send(ctx, msg)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, timeoutErr(ctx)
+		}
+		return nil, err
+	}
+	if msg.mandatory {
+		// Returns are handed over under the session's lock, so once this
+		// is done nothing signals pc (which goes back to its pool).
+		defer w.s.unwatch(uid)
+	}
+	// A request lost with its connection (written but not yet routed)
+	// is not sent again: the connection may as well have dropped after
+	// the broker routed it, and a second copy could run on another
+	// server. The call ends at its deadline, as oslo's does.
+	for {
+		select {
+		case r := <-pc.final:
+			return r, nil
+		case <-pc.beat:
+			if monitor != nil {
+				monitor.Reset(opts.CallMonitorTimeout)
+			}
+		case <-pc.returned:
+			return nil, fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
+		case <-overallC:
+			return nil, fmt.Errorf("%w: no reply to %s within %s", driver.ErrTimeout, req.Method, opts.Timeout)
+		case <-monitorC:
+			return nil, fmt.Errorf("%w: no heartbeat from the server within %s (call_monitor_timeout)", driver.ErrTimeout, opts.CallMonitorTimeout)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return nil, timeoutErr(ctx)
 			}
-			return nil, err
-		}
-		confirm := w.done()
-	wait:
-		for {
-			select {
-			case r := <-pc.final:
-				return r, nil
-			case <-pc.beat:
-				if monitor != nil {
-					monitor.Reset(opts.CallMonitorTimeout)
-				}
-			case <-confirm:
-				confirm = nil
-				switch w.result() {
-				case pubAck:
-				case pubNack:
-					return nil, fmt.Errorf("%w: broker refused the request (basic.nack)", driver.ErrDeliveryFailure)
-				case pubReturned:
-					return nil, fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
-				case pubLost:
-					// The request may or may not have reached the broker; send it
-					// again (same _unique_id, so a server that got both drops one).
-					if opts.Retry >= 0 && sent >= opts.Retry {
-						return nil, fmt.Errorf("%w: connection lost before the broker confirmed the request", driver.ErrDeliveryFailure)
-					}
-					break wait
-				}
-			case <-overallC:
-				return nil, fmt.Errorf("%w: no reply to %s within %s", driver.ErrTimeout, req.Method, opts.Timeout)
-			case <-monitorC:
-				return nil, fmt.Errorf("%w: no heartbeat from the server within %s (call_monitor_timeout)", driver.ErrTimeout, opts.CallMonitorTimeout)
-			case <-ctx.Done():
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return nil, timeoutErr(ctx)
-				}
-				return nil, ctx.Err()
-			case <-d.closing:
-				return nil, driver.ErrClosed
-			}
+			return nil, ctx.Err()
+		case <-d.closing:
+			return nil, driver.ErrClosed
 		}
 	}
 }
@@ -417,9 +424,19 @@ func (o *obsoleteQueues) add(q string) {
 	o.m[q] = time.Now()
 }
 
+// maxReplyRetries bounds the returned replies retried at once; past it a
+// returned reply is dropped and its queue marked obsolete.
+const maxReplyRetries = 1024
+
 // sendReply publishes a reply or heartbeat to the caller's reply queue
-// through the default exchange with mandatory set; a returned reply is
-// retried every 0.25 s for kombu_missing_consumer_retry_timeout.
+// through the default exchange with mandatory set, without waiting for a
+// confirm: the caller's reply queue belongs to the caller alone and a
+// missing one is reported by basic.return, which is handled in the
+// background. A returned reply is retried every 0.25 s for
+// kombu_missing_consumer_retry_timeout (each retry confirmed), then
+// dropped and its queue marked obsolete; a returned heartbeat marks it at
+// once. A reply lost with its send connection is not re-sent (the caller
+// ends at its deadline, as when the reply queue's connection drops).
 func (d *Driver) sendReply(ctx context.Context, replyQ, msgID string, r *driver.Reply, ending bool) error {
 	if d.obsolet.has(replyQ) {
 		return fmt.Errorf("%w: reply queue %s is gone", driver.ErrUndeliverable, replyQ)
@@ -429,30 +446,61 @@ func (d *Driver) sendReply(ctx context.Context, replyQ, msgID string, r *driver.
 	if err != nil {
 		return err
 	}
-	msg := &outgoing{exchange: "", key: replyQ, mandatory: d.cfg.DirectMandatory, body: body, uid: uid, retry: -1}
+	msg := &outgoing{exchange: "", key: replyQ, mandatory: d.cfg.DirectMandatory, body: body, uid: uid, retry: -1, fast: true}
 	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
 		return err
 	}
+	if msg.mandatory {
+		msg.onReturn = func() { d.replyReturned(msg, msgID, ending) }
+	}
+	_, err = d.send(ctx, msg)
+	return err
+}
+
+// replyReturned runs in a session's return goroutine when a reply came
+// back unroutable; it must not block.
+func (d *Driver) replyReturned(msg *outgoing, msgID string, ending bool) {
+	if !ending {
+		d.obsolet.add(msg.key) // a heartbeat stops quietly
+		return
+	}
+	if d.replyRetries.Add(1) > maxReplyRetries {
+		d.replyRetries.Add(-1)
+		d.obsolet.add(msg.key)
+		d.log.Error("reply queue missing, too many replies retried at once, reply dropped", "reply_q", msg.key, "msg_id", msgID)
+		return
+	}
+	retry := *msg
+	retry.fast, retry.onReturn = false, nil
 	deadline := time.Now().Add(d.cfg.MissingConsumer)
+	if !d.track(func() {
+		defer d.replyRetries.Add(-1)
+		if err := d.retryReply(context.Background(), &retry, msgID, deadline); err != nil && !errors.Is(err, driver.ErrClosed) {
+			d.log.Warn("reply not delivered", "reply_q", msg.key, "msg_id", msgID, "err", err)
+		}
+	}) {
+		d.replyRetries.Add(-1)
+	}
+}
+
+// retryReply re-sends a returned final reply every 0.25 s until it is
+// delivered or the deadline passes.
+func (d *Driver) retryReply(ctx context.Context, msg *outgoing, msgID string, deadline time.Time) error {
 	for {
+		if !sleepCtx(ctx, d.closing, 250*time.Millisecond) {
+			return driver.ErrClosed
+		}
+		if d.obsolet.has(msg.key) {
+			return fmt.Errorf("%w: reply queue %s is gone", driver.ErrUndeliverable, msg.key)
+		}
 		err := d.sendAndConfirm(ctx, msg)
 		if !errors.Is(err, driver.ErrUndeliverable) {
 			return err
 		}
-		if !ending || time.Now().After(deadline) {
-			// A heartbeat that cannot be delivered stops quietly; a final
-			// reply is dropped after the retry window.
-			d.obsolet.add(replyQ)
-			if ending {
-				d.log.Error("reply queue missing, reply dropped", "reply_q", replyQ, "msg_id", msgID)
-			}
+		if time.Now().After(deadline) {
+			d.obsolet.add(msg.key)
+			d.log.Error("reply queue missing, reply dropped", "reply_q", msg.key, "msg_id", msgID)
 			return err
-		}
-		if !sleepCtx(ctx, d.closing, 250*time.Millisecond) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return driver.ErrClosed
 		}
 	}
 }

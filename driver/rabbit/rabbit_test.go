@@ -423,3 +423,83 @@ func TestAckOnReceipt(t *testing.T) {
 		})
 	}
 }
+
+// TestReplyReturnedRetried: a reply to a reply queue that does not exist
+// (yet) comes back (mandatory) without holding up the server, is retried
+// every 0.25 s and delivered once the queue appears; after
+// kombu_missing_consumer_retry_timeout it is dropped and the queue marked
+// obsolete, so a further reply to it fails at once.
+func TestReplyReturnedRetried(t *testing.T) {
+	srv := openTest(t, map[string]string{"kombu_missing_consumer_retry_timeout": "2"})
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 30*time.Second)
+	l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := serve(t, l, echoHandler)
+	defer func() { _ = l.Close(); wg.Wait() }()
+	ch, err := amqpConn(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(replyQ, msgID string) {
+		t.Helper()
+		body, err := encodeRequest(&driver.Request{Method: "echo", Args: json.RawMessage(`{"n": 7}`)}, &callInfo{msgID: msgID, replyQ: replyQ}, newHexID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.Publish("oslogo_x", topic, false, false, amqp.Publishing{ContentType: contentType, ContentEncoding: contentEncoding, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond) // polling, not readiness
+		}
+	}
+
+	// The queue appears while the reply is being retried.
+	late := "reply_" + newHexID()
+	request(late, "m1")
+	waitFor("the returned reply to be retried", func() bool { return srv.replyRetries.Load() > 0 })
+	if _, err := ch.QueueDeclare(late, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got amqp.Delivery
+	waitFor("the retried reply", func() bool {
+		var ok bool
+		got, ok, err = ch.Get(late, true)
+		return ok || err != nil
+	})
+	m, err := decodeBody(got.ContentType, got.Headers, got.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeReply(m)
+	if err != nil || r.msgID != "m1" || string(r.result) != `{"n": 7}` || !r.ending {
+		t.Fatalf("retried reply: %+v %v", r, err)
+	}
+	waitFor("the retry to end", func() bool { return srv.replyRetries.Load() == 0 })
+	if srv.obsolet.has(late) {
+		t.Fatal("a delivered reply marked its queue obsolete")
+	}
+
+	// The queue never appears: dropped after the window, queue obsolete.
+	gone := "reply_" + newHexID()
+	start := time.Now()
+	request(gone, "m2")
+	waitFor("the reply queue to be marked obsolete", func() bool { return srv.obsolet.has(gone) })
+	if el := time.Since(start); el < 2*time.Second {
+		t.Fatalf("reply given up after %s, before kombu_missing_consumer_retry_timeout", el)
+	}
+	waitFor("the retry to end", func() bool { return srv.replyRetries.Load() == 0 })
+	err = srv.sendReply(ctx, gone, "m3", &driver.Reply{}, true)
+	if !errors.Is(err, driver.ErrUndeliverable) {
+		t.Fatalf("reply to an obsolete queue: %v, want ErrUndeliverable", err)
+	}
+}

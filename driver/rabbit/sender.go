@@ -33,10 +33,6 @@ type pubWaiter struct {
 	mandatory bool
 }
 
-// done is closed when the broker confirmed (or refused) the publish, or
-// the channel closed first.
-func (w *pubWaiter) done() <-chan struct{} { return w.dc.Done() }
-
 // result classifies a resolved confirm; call it once done is closed.
 func (w *pubWaiter) result() pubResult {
 	if !w.dc.Acked() {
@@ -72,16 +68,77 @@ const returnsBuffer = 1024
 // maxReturned bounds the returns kept for publishers that stopped waiting.
 const maxReturned = 4096
 
-// session is one send connection with one channel in confirm mode. Any
-// number of goroutines publish on it at once; confirms are pipelined.
+// session is one send connection with two channels: ch, in confirm mode,
+// for what must block until the broker has it (casts, notifications), and
+// fast, without confirms, for call requests and replies, whose delivery the
+// other side proves (a reply, a caller that stops waiting). Any number of
+// goroutines publish on either at once; confirms are pipelined.
 type session struct {
 	conn    *amqp.Connection
 	ch      *amqp.Channel
 	returns chan amqp.Return
 
+	fast        *amqp.Channel
+	fastReturns chan amqp.Return
+	lost        chan struct{} // closed once fast is closed (with its connection)
+
 	mu       sync.Mutex      // guards the fields below
 	declared map[string]bool // exchanges and queues declared on this channel
 	returned map[string]struct{}
+
+	wmu   sync.Mutex        // guards watch, ring and rpos
+	watch map[string]func() // mandatory publishes on fast, by _unique_id
+	ring  []string          // the order they were watched in, to bound watch
+	rpos  int
+}
+
+// maxWatched bounds the mandatory publishes on a fast channel still
+// watched for a basic.return. The broker sends a return while it routes
+// the message, a few milliseconds at most, so only a publish that many
+// publishes old is forgotten.
+const maxWatched = 4096
+
+// watchReturn arranges for onReturn to run (in the session's return
+// goroutine, so it must not block) if the publish uid on fast comes back.
+func (s *session) watchReturn(uid string, onReturn func()) {
+	s.wmu.Lock()
+	if s.ring == nil {
+		s.ring = make([]string, maxWatched)
+	}
+	if old := s.ring[s.rpos]; old != "" {
+		delete(s.watch, old)
+	}
+	s.ring[s.rpos] = uid
+	s.rpos = (s.rpos + 1) % maxWatched
+	s.watch[uid] = onReturn
+	s.wmu.Unlock()
+}
+
+// unwatch forgets uid once its publisher no longer cares.
+func (s *session) unwatch(uid string) {
+	s.wmu.Lock()
+	delete(s.watch, uid)
+	s.wmu.Unlock()
+}
+
+// serveReturns hands the returns of fast to their watchers until the
+// channel closes, then closes lost.
+func (s *session) serveReturns(log *slog.Logger) {
+	defer close(s.lost)
+	for r := range s.fastReturns {
+		uid := uniqueIDOf(r.Body)
+		// f runs under wmu so that once unwatch returns it never runs.
+		s.wmu.Lock()
+		f := s.watch[uid]
+		delete(s.watch, uid)
+		if f != nil {
+			f()
+		}
+		s.wmu.Unlock()
+		if f == nil {
+			log.Info("returned message nobody waits for", "routing_key", r.RoutingKey, "reply_text", r.ReplyText)
+		}
+	}
 }
 
 // drainLocked moves the returns amqp091-go queued into the map. Every
@@ -119,6 +176,21 @@ func (s *session) takeReturned(uid string) bool {
 	return ok
 }
 
+// publishFast sends one message on the channel without confirms; a
+// mandatory one is watched for its return (onReturn) from before it leaves.
+func (s *session) publishFast(exchange, key string, mandatory bool, msg amqp.Publishing, uid string, onReturn func()) (*pubWaiter, error) {
+	if mandatory && onReturn != nil {
+		s.watchReturn(uid, onReturn)
+	}
+	if err := s.fast.Publish(exchange, key, mandatory, false, msg); err != nil {
+		if mandatory && onReturn != nil {
+			s.unwatch(uid)
+		}
+		return nil, err
+	}
+	return &pubWaiter{s: s, uid: uid, mandatory: mandatory}, nil
+}
+
 // publish sends one message and returns its confirm waiter.
 func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (*pubWaiter, error) {
 	if len(s.returns) > 0 {
@@ -154,7 +226,7 @@ func (s *session) declareOnce(key string, decl func(ch *amqp.Channel) error) err
 }
 
 func (s *session) alive() bool {
-	return !s.ch.IsClosed() && !s.conn.IsClosed()
+	return !s.ch.IsClosed() && !s.fast.IsClosed() && !s.conn.IsClosed()
 }
 
 // sender owns one send connection slot of the pool and reconnects it on
@@ -198,12 +270,22 @@ func (p *sender) session(ctx context.Context) (*session, error) {
 	if err == nil {
 		err = ch.Confirm(false)
 	}
+	var fast *amqp.Channel
+	if err == nil {
+		fast, err = conn.Channel()
+	}
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{}}
+	s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{},
+		fast: fast, fastReturns: make(chan amqp.Return, returnsBuffer), lost: make(chan struct{}), watch: map[string]func(){}}
 	ch.NotifyReturn(s.returns)
+	fast.NotifyReturn(s.fastReturns)
+	if !p.d.track(func() { s.serveReturns(p.d.log) }) {
+		_ = conn.Close()
+		return nil, driver.ErrClosed
+	}
 	p.mu.Lock()
 	p.cur = s
 	p.mu.Unlock()
@@ -241,6 +323,8 @@ type outgoing struct {
 	declKey   string                       // "" when nothing needs declaring
 	declare   func(ch *amqp.Channel) error // run once per channel
 	retry     int                          // -1 forever, 0 none, N at most N
+	fast      bool                         // publish without a confirm (call requests, replies)
+	onReturn  func()                       // with fast and mandatory: runs if the message comes back
 }
 
 // send publishes msg with oslo's retry policy and returns the confirm
@@ -271,7 +355,12 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 		}
 		if err == nil {
 			var w *pubWaiter
-			if w, err = s.publish(msg.exchange, msg.key, msg.mandatory, pub, msg.uid); err == nil {
+			if msg.fast {
+				w, err = s.publishFast(msg.exchange, msg.key, msg.mandatory, pub, msg.uid, msg.onReturn)
+			} else {
+				w, err = s.publish(msg.exchange, msg.key, msg.mandatory, pub, msg.uid)
+			}
+			if err == nil {
 				return w, nil
 			}
 		}
