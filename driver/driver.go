@@ -118,7 +118,8 @@ type Driver interface {
 	Close() error
 }
 
-// RPCListener delivers incoming requests.
+// RPCListener delivers incoming requests. Receive is called by several
+// goroutines at once (the server's workers).
 type RPCListener interface {
 	// Receive blocks for the next request. It returns ErrClosed once the
 	// listener was stopped and its buffered requests are drained.

@@ -126,7 +126,6 @@ type RPCServer struct {
 	mu       sync.Mutex
 	listener driver.RPCListener
 	done     chan struct{} // closed when the current run has fully stopped
-	inflight sync.WaitGroup
 }
 
 // NewRPCServer returns a server for target (Topic and Server required)
@@ -160,34 +159,40 @@ func (s *RPCServer) Start(ctx context.Context) error {
 	}
 	s.listener = l
 	s.done = make(chan struct{})
-	go s.poll(l, s.done)
+	s.run(l, s.done)
 	return nil
 }
 
-// poll owns the receive loop of one run; it hands each request to a worker
-// once a pool slot is free, which is how the pool bounds concurrency.
-func (s *RPCServer) poll(l driver.RPCListener, done chan struct{}) {
-	slots := make(chan struct{}, s.poolSize)
-	for {
-		in, err := l.Receive(context.Background())
-		if err != nil {
-			if !errors.Is(err, driver.ErrClosed) {
-				s.logger.Error("receive failed; server stops", "err", err)
-			}
-			break
-		}
-		slots <- struct{}{}
-		s.inflight.Add(1)
+// run starts the pool: each worker takes the next request from the
+// listener itself (Receive is safe for concurrent use), so a request goes
+// from the transport to its handler without another hand-off, and at most
+// poolSize handlers run at once. When the listener is stopped and drained,
+// the workers end and the listener is released.
+func (s *RPCServer) run(l driver.RPCListener, done chan struct{}) {
+	var workers sync.WaitGroup
+	for i := 0; i < s.poolSize; i++ {
+		workers.Add(1)
 		go func() {
-			defer func() { <-slots; s.inflight.Done() }()
-			s.serve(in)
+			defer workers.Done()
+			for {
+				in, err := l.Receive(context.Background())
+				if err != nil {
+					if !errors.Is(err, driver.ErrClosed) {
+						s.logger.Error("receive failed; worker stops", "err", err)
+					}
+					return
+				}
+				s.serve(in)
+			}
 		}()
 	}
-	s.inflight.Wait()
-	if err := l.Close(); err != nil && !errors.Is(err, driver.ErrClosed) {
-		s.logger.Warn("closing listener", "err", err)
-	}
-	close(done)
+	go func() {
+		workers.Wait()
+		if err := l.Close(); err != nil && !errors.Is(err, driver.ErrClosed) {
+			s.logger.Warn("closing listener", "err", err)
+		}
+		close(done)
+	}()
 }
 
 func (s *RPCServer) serve(in driver.IncomingRequest) {
