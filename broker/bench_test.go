@@ -42,3 +42,39 @@ func BenchmarkPublishConsume(b *testing.B) {
 	}
 	<-done
 }
+
+// BenchmarkRoundTrip measures request/reply round trips through a server
+// queue and a reply queue, one caller, the latency path of RPC.
+func BenchmarkRoundTrip(b *testing.B) {
+	_, url := startBroker(b, nil)
+	sc, cc := dial(b, url), dial(b, url)
+	sch, cch := openCh(b, sc), openCh(b, cc)
+	if _, err := sch.QueueDeclare("rpc", false, false, false, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	reqs, err := sch.Consume("rpc", "", true, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for m := range reqs {
+			_ = sch.PublishWithContext(context.Background(), "", m.ReplyTo, false, false, amqp.Publishing{Body: m.Body})
+		}
+	}()
+	rq, err := cch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	replies, err := cch.Consume(rq.Name, "", true, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, 100)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := cch.PublishWithContext(context.Background(), "", "rpc", false, false, amqp.Publishing{ReplyTo: rq.Name, Body: body}); err != nil {
+			b.Fatal(err)
+		}
+		<-replies
+	}
+}

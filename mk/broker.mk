@@ -2,7 +2,8 @@
 .PHONY: bench-broker test-broker
 
 # bench-broker measures the embedded broker beside a second RabbitMQ 3.10
-# node and garagemq with one amqp091-go load generator, writing
+# node and garagemq (and StrangeQ when STRANGEQ_BIN names a binary built by
+# hand) with one amqp091-go load generator, writing
 # docs/bench/broker-results.jsonl and docs/bench/broker-bench.png.
 bench-broker:
 	bash broker/internal/loadgen/bench.sh

@@ -31,6 +31,9 @@ type FrameReader struct {
 	// MaxFrame bounds a frame's total size, header and end marker included.
 	MaxFrame uint32
 	buf      []byte
+	// hdr is here, not on the stack: passed to io.ReadFull it would escape
+	// and cost an allocation per frame.
+	hdr [7]byte
 }
 
 // NewFrameReader returns a FrameReader over r.
@@ -43,8 +46,8 @@ func (fr *FrameReader) Buffered() int { return fr.r.Buffered() }
 
 // ReadFrame reads the next frame.
 func (fr *FrameReader) ReadFrame() (Frame, error) {
-	var hdr [7]byte
-	if _, err := io.ReadFull(fr.r, hdr[:]); err != nil {
+	hdr := fr.hdr[:]
+	if _, err := io.ReadFull(fr.r, hdr); err != nil {
 		return Frame{}, err
 	}
 	f := Frame{Type: hdr[0], Channel: binary.BigEndian.Uint16(hdr[1:3])}

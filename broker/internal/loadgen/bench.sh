@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the broker benchmark in one go: the embedded broker (oslogo), a
-# second RabbitMQ 3.10 node and garagemq, each on its own port, measured one
-# after the other by the same amqp091-go load generator. Writes
+# second RabbitMQ 3.10 node, garagemq and, when STRANGEQ_BIN is set,
+# StrangeQ, each on its own port, measured one after the other by the same
+# amqp091-go load generator. Writes
 # docs/bench/broker-results.jsonl and docs/bench/broker-bench.png.
 # The system RabbitMQ node on 5672 is never touched.
 set -euo pipefail
@@ -17,6 +18,7 @@ OSLOGO_PORT=${OSLOGO_PORT:-5791}
 RABBIT_PORT=${RABBIT_PORT:-5792}
 RABBIT_DIST=${RABBIT_DIST:-25792}
 GARAGE_PORT=${GARAGE_PORT:-5793}
+STRANGEQ_PORT=${STRANGEQ_PORT:-5794}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 RESULTS=$OUT/broker-results.jsonl
 : > "$RESULTS"
@@ -126,5 +128,26 @@ CONF
 for step in transient persistent rtt fanout topic memory; do
 	garage_step $step
 done
+
+# 4. StrangeQ (github.com/maxpert/strangeq), only when STRANGEQ_BIN points at
+# a binary built by hand (nothing of it is in this repository): its own port
+# and data directory, fsync on, authentication off (it accepts any login).
+if [ -n "${STRANGEQ_BIN:-}" ]; then
+	mkdir -p "$TMP/strangeq"
+	"$STRANGEQ_BIN" -generate-config "$TMP/strangeq/default.yaml" >/dev/null 2>&1
+	sed -e "s/address: :5672/address: 127.0.0.1:$STRANGEQ_PORT/" -e "s/port: 5672/port: $STRANGEQ_PORT/" \
+		-e "s#path: ./data#path: $TMP/strangeq/data#" -e "s/loglevel: info/loglevel: error/" \
+		"$TMP/strangeq/default.yaml" > "$TMP/strangeq/bench.yaml"
+	"$STRANGEQ_BIN" -config "$TMP/strangeq/bench.yaml" > "$TMP/strangeq.log" 2>&1 &
+	STRANGEQ_PID=$!
+	pids+=("$STRANGEQ_PID")
+	wait_port $STRANGEQ_PORT
+	sleep 1
+	measure strangeq "$STRANGEQ_PID" $STRANGEQ_PORT
+	kill "$STRANGEQ_PID" 2>/dev/null || true
+	for _ in $(seq 1 20); do kill -0 "$STRANGEQ_PID" 2>/dev/null || break; sleep 0.25; done
+	kill -9 "$STRANGEQ_PID" 2>/dev/null || true
+	wait "$STRANGEQ_PID" 2>/dev/null || true
+fi
 
 ./bin/broker-loadgen -chart "$RESULTS" -png "$OUT/broker-bench.png" -ref rabbitmq-3.10 | tee "$OUT/broker-table.md"

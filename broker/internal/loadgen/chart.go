@@ -202,10 +202,52 @@ func table(rs []Result, ref string) {
 			fmt.Printf("| %s: idle RSS | %.1f MB | < 20 MB | %s |\n", r.Name, r.IdleRSSMB, met)
 		}
 	}
+	compareTo(rs, "oslogo", "strangeq")
 	for _, r := range rs {
 		for _, e := range r.Errors {
 			fmt.Printf("\n%s: %s", r.Name, e)
 		}
 	}
 	fmt.Println()
+}
+
+// compareTo prints, when both ran, a row per figure of name beside other
+// and whether name is ahead (the issue aims past StrangeQ on every row).
+func compareTo(rs []Result, name, other string) {
+	var a, b *Result
+	for i := range rs {
+		switch rs[i].Name {
+		case name:
+			a = &rs[i]
+		case other:
+			b = &rs[i]
+		}
+	}
+	if a == nil || b == nil {
+		return
+	}
+	fmt.Printf("\n| %s vs %s | %s | %s | ahead |\n|---|---:|---:|---|\n", name, other, name, other)
+	row := func(what string, x, y float64, format string, lowerBetter bool) {
+		ahead := "yes"
+		switch {
+		case x == 0:
+			ahead = "no (" + name + " failed)"
+		case y == 0:
+			ahead = "yes (" + other + " failed)"
+		case lowerBetter && x >= y, !lowerBetter && x <= y:
+			ahead = "no"
+		}
+		fx, fy := fmt.Sprintf(format, x), fmt.Sprintf(format, y)
+		if y == 0 {
+			fy = "failed"
+		}
+		fmt.Printf("| %s | %s | %s | %s |\n", what, fx, fy, ahead)
+	}
+	row("transient msg/s", a.TransientMsgs, b.TransientMsgs, "%.0f", false)
+	row("20k persistent+confirm (s)", a.PersistentSeconds, b.PersistentSeconds, "%.3f", true)
+	row("round trips/s, 1 caller", a.RoundTrips1, b.RoundTrips1, "%.0f", false)
+	row("round trips/s, 8 callers", a.RoundTrips8, b.RoundTrips8, "%.0f", false)
+	row("fanout deliveries/s", a.FanoutDeliveries, b.FanoutDeliveries, "%.0f", false)
+	row("topic msg/s", a.TopicMsgs, b.TopicMsgs, "%.0f", false)
+	row("RSS after load MB", a.AfterLoadRSSMB, b.AfterLoadRSSMB, "%.1f", true)
 }
