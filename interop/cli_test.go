@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,37 @@ func TestCLIAcceptance(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), "ValueError") || !strings.Contains(stderr.String(), "boom") {
 			t.Fatalf("oslogo call fail: stderr %q does not name the ValueError", stderr.String())
+		}
+	})
+
+	// A broker that refuses connections, with --retry 0: exit status 1 or
+	// 2 at once (not after the timeout) and one line on stderr naming the
+	// refused address.
+	t.Run("unreachable broker", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		for _, verb := range []string{"call", "cast"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			var stdout, stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, bin, verb, "--url", "rabbit://guest:guest@"+addr+"/", "--topic", "T", "--retry", "0", "--timeout", "120s", "add", "a=2", "b=3")
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			cancel()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || (ee.ExitCode() != 1 && ee.ExitCode() != 2) {
+				t.Fatalf("oslogo %s to a closed port: want exit status 1 or 2, got %v (stderr %q)", verb, err, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], addr) || !strings.Contains(lines[0], "connection refused") {
+				t.Fatalf("oslogo %s to a closed port: stderr %q, want one line naming %s (connection refused)", verb, stderr.String(), addr)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("oslogo %s to a closed port printed %q", verb, stdout.String())
+			}
 		}
 	})
 

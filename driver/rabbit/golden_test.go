@@ -330,7 +330,7 @@ func TestGoldenProperties(t *testing.T) {
 	// A raw consumer on a copy of the reply: bind nothing, read the reply
 	// properties through a second driver's reply queue instead.
 	d2 := openTest(t, nil)
-	if err := d2.waiter.ready(ctx); err != nil {
+	if err := d2.waiter.ready(ctx, -1); err != nil {
 		t.Fatal(err)
 	}
 	rq, err := ch.QueueDeclarePassive(d2.replyQ, false, false, false, false, d.cfg.transientQueueArgs())

@@ -318,6 +318,13 @@ type replyWaiter struct {
 	mu    sync.Mutex
 	calls map[string]*pendingCall
 
+	// Connection attempts made before the reply queue was first ready,
+	// so that a call with a retry limit fails once they are used up.
+	smu      sync.Mutex
+	lastErr  error
+	failures int
+	failedCh chan struct{} // closed (and replaced) at each failed attempt
+
 	// Deferred acknowledgement state, used by the consumer goroutine only:
 	// handled replies are acknowledged together (basic.ack multiple) once
 	// maxBatch accumulate or replyAckDelay after the first, instead of one
@@ -343,7 +350,7 @@ type pendingCall struct {
 }
 
 func newReplyWaiter(d *Driver) *replyWaiter {
-	w := &replyWaiter{d: d, readyCh: make(chan struct{}), calls: map[string]*pendingCall{}}
+	w := &replyWaiter{d: d, readyCh: make(chan struct{}), calls: map[string]*pendingCall{}, failedCh: make(chan struct{})}
 	w.ackTimer = time.NewTimer(time.Hour)
 	w.ackTimer.Stop()
 	w.c = newConsumer(d, "reply")
@@ -388,9 +395,59 @@ func (w *replyWaiter) flushAcks() {
 	w.ackRounds.Add(1)
 }
 
+// noteFailure records a failed attempt to set up the reply queue.
+func (w *replyWaiter) noteFailure(err error) {
+	w.smu.Lock()
+	w.lastErr = err
+	w.failures++
+	close(w.failedCh)
+	w.failedCh = make(chan struct{})
+	w.smu.Unlock()
+}
+
 // ready starts the reply consumer on first use and waits until the reply
-// queue exists.
-func (w *replyWaiter) ready(ctx context.Context) error {
+// queue exists. With retry >= 0 it gives up with ErrDeliveryFailure
+// (wrapping the last connection error) once retry+1 attempts failed; an
+// attempt that had already failed when it was called counts as the first.
+// A context that ends first gives its error, with the last connection
+// error in the message.
+func (w *replyWaiter) ready(ctx context.Context, retry int) error {
+	select {
+	case <-w.readyCh:
+		return nil
+	default:
+	}
+	w.start()
+	w.smu.Lock()
+	base := w.failures
+	if w.lastErr != nil {
+		base--
+	}
+	w.smu.Unlock()
+	for {
+		w.smu.Lock()
+		failed, n, last := w.failedCh, w.failures-base, w.lastErr
+		w.smu.Unlock()
+		if retry >= 0 && n > retry && last != nil {
+			return fmt.Errorf("%w: reply queue: %w", driver.ErrDeliveryFailure, last)
+		}
+		select {
+		case <-w.readyCh:
+			return nil
+		case <-failed:
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%w (reply queue not ready, last connection error: %v)", ctx.Err(), last)
+			}
+			return ctx.Err()
+		case <-w.d.closing:
+			return driver.ErrClosed
+		}
+	}
+}
+
+// start runs the reply consumer, once.
+func (w *replyWaiter) start() {
 	w.once.Do(func() {
 		w.d.track(func() {
 			var s *consumeSession
@@ -401,6 +458,7 @@ func (w *replyWaiter) ready(ctx context.Context) error {
 						return
 					}
 					w.c.log.Warn("reply queue setup failed", "attempt", attempt, "err", err)
+					w.noteFailure(err)
 					if !sleepCtx(w.c.ctx, w.c.stopCh, w.d.cfg.backoff(attempt)) {
 						return
 					}
@@ -411,14 +469,6 @@ func (w *replyWaiter) ready(ctx context.Context) error {
 			w.c.session().close()
 		})
 	})
-	select {
-	case <-w.readyCh:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.d.closing:
-		return driver.ErrClosed
-	}
 }
 
 func (w *replyWaiter) close() {

@@ -260,11 +260,18 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 		}
 	}
 	if timeout <= 0 && ctx.Err() != nil {
-		return nil, timeoutErr(ctx)
+		return nil, timeoutErr(ctx.Err())
 	}
-	if err := d.waiter.ready(ctx); err != nil {
+	if dl, ok := ctx.Deadline(); opts.Timeout > 0 && (!ok || time.Until(dl) > opts.Timeout) {
+		// The call's own timeout bounds every wait, connecting included.
+		// (The messaging layer always sets a deadline that comes first.)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	if err := d.waiter.ready(ctx, opts.Retry); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, timeoutErr(ctx)
+			return nil, timeoutErr(err)
 		}
 		return nil, err
 	}
@@ -299,15 +306,8 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 		}
 	}
 
-	var overall, monitor *time.Timer
-	var overallC, monitorC <-chan time.Time
-	if dl, ok := ctx.Deadline(); opts.Timeout > 0 && (!ok || time.Until(dl) > opts.Timeout) {
-		// A context deadline that comes first (the messaging layer always
-		// sets one) makes a timer of our own redundant.
-		overall = time.NewTimer(opts.Timeout)
-		defer overall.Stop()
-		overallC = overall.C
-	}
+	var monitor *time.Timer
+	var monitorC <-chan time.Time
 	if opts.CallMonitorTimeout > 0 {
 		monitor = time.NewTimer(opts.CallMonitorTimeout)
 		defer monitor.Stop()
@@ -317,7 +317,7 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	w, err := d.send(ctx, msg)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, timeoutErr(ctx)
+			return nil, timeoutErr(err)
 		}
 		return nil, err
 	}
@@ -340,13 +340,11 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 			}
 		case <-pc.returned:
 			return nil, fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
-		case <-overallC:
-			return nil, fmt.Errorf("%w: no reply to %s within %s", driver.ErrTimeout, req.Method, opts.Timeout)
 		case <-monitorC:
 			return nil, fmt.Errorf("%w: no heartbeat from the server within %s (call_monitor_timeout)", driver.ErrTimeout, opts.CallMonitorTimeout)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, timeoutErr(ctx)
+				return nil, timeoutErr(ctx.Err())
 			}
 			return nil, ctx.Err()
 		case <-d.closing:
@@ -355,8 +353,10 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	}
 }
 
-func timeoutErr(ctx context.Context) error {
-	return fmt.Errorf("%w: %w", driver.ErrTimeout, context.DeadlineExceeded)
+// timeoutErr is ErrTimeout caused by cause (a context deadline, possibly
+// with the last connection error in its message).
+func timeoutErr(cause error) error {
+	return fmt.Errorf("%w: %w", driver.ErrTimeout, cause)
 }
 
 // Notify publishes one notification; the publisher declares the

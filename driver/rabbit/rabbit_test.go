@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -501,5 +502,61 @@ func TestReplyReturnedRetried(t *testing.T) {
 	err = srv.sendReply(ctx, gone, "m3", &driver.Reply{}, true)
 	if !errors.Is(err, driver.ErrUndeliverable) {
 		t.Fatalf("reply to an obsolete queue: %v, want ErrUndeliverable", err)
+	}
+}
+
+// closedPort returns the address of a local port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// TestUnreachableBroker: with Retry 0 (or N used up) a call or cast to a
+// broker that refuses connections fails at once with ErrDeliveryFailure
+// naming the refused address, the reply queue's connection included;
+// with Retry -1 a call ends at its deadline and the timeout names the
+// last connection error.
+func TestUnreachableBroker(t *testing.T) {
+	addr := closedPort(t)
+	d, err := OpenString("rabbit://guest:guest@"+addr+"/", driver.Options{Config: map[string]string{"rabbit_retry_interval": "1", "kombu_reconnect_delay": "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	target := driver.Target{Exchange: "oslogo_x", Topic: "t"}
+	refused := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, driver.ErrDeliveryFailure) || errors.Is(err, driver.ErrTimeout) {
+			t.Fatalf("%s: %v, want ErrDeliveryFailure", what, err)
+		}
+		if !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("%s: %q does not name the refused address %s", what, err, addr)
+		}
+	}
+	// A minute of timeout: only a prompt failure can pass.
+	ctx := ctxT(t, time.Minute)
+	_, err = d.Call(ctx, target, &driver.Request{Method: "m"}, driver.SendOptions{Timeout: time.Minute, Retry: 0})
+	refused("call, retry 0", err)
+	if ctx.Err() != nil {
+		t.Fatal("call with retry 0 waited for its timeout")
+	}
+	_, err = d.Call(ctx, target, &driver.Request{Method: "m"}, driver.SendOptions{Timeout: time.Minute, Retry: 1})
+	refused("call, retry 1", err)
+	err = d.Cast(ctx, target, &driver.Request{Method: "m"}, driver.SendOptions{Retry: 0})
+	refused("cast, retry 0", err)
+	err = d.Cast(ctx, target, &driver.Request{Method: "m"}, driver.SendOptions{Retry: 1})
+	refused("cast, retry 1", err)
+	if ctx.Err() != nil {
+		t.Fatal("sends with a retry limit waited for their timeout")
+	}
+	_, err = d.Call(context.Background(), target, &driver.Request{Method: "m"}, driver.SendOptions{Timeout: 1500 * time.Millisecond, Retry: -1})
+	if !errors.Is(err, driver.ErrTimeout) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("call, retry -1: %v, want ErrTimeout naming the last connection error", err)
 	}
 }

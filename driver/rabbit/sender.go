@@ -371,15 +371,15 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 			return nil, fmt.Errorf("rabbit: publish to %q/%q: %w", msg.exchange, msg.key, err)
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
 		if msg.retry >= 0 && attempt >= msg.retry {
-			return nil, fmt.Errorf("%w: %v", driver.ErrDeliveryFailure, err)
+			return nil, fmt.Errorf("%w: %w", driver.ErrDeliveryFailure, err)
 		}
 		d.log.Info("publish failed, retrying", "attempt", attempt+1, "err", err)
 		if !sleepCtx(ctx, d.closing, d.cfg.backoff(attempt+1)) {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 			}
 			return nil, driver.ErrClosed
 		}
