@@ -126,6 +126,9 @@ func (d *dialer) failed(h Host) {
 	}
 }
 
+// coalesceWrites gathers concurrent publishers' writes (coalescingConn).
+const coalesceWrites = true
+
 // dial opens one connection to the current host, failing over on error.
 func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, error) {
 	h := d.pick()
@@ -157,9 +160,15 @@ func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, er
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), 10*time.Millisecond)
 	}
+	var raw net.Conn
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
 		dd := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-		return dd.DialContext(ctx, network, addr)
+		c, err := dd.DialContext(ctx, network, addr)
+		if err != nil || !coalesceWrites {
+			return c, err
+		}
+		raw = newCoalescingConn(c)
+		return raw, nil
 	}
 	scheme := "amqp"
 	if d.tls != nil {
@@ -172,6 +181,9 @@ func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, er
 	}
 	conn, err := amqp.DialConfig(scheme+"://"+h.Addr+"/", cfg)
 	if err != nil {
+		if raw != nil {
+			_ = raw.Close() // a failed handshake leaves it open
+		}
 		d.failed(h)
 		d.log.Warn("connect failed", "host", h.Addr, "purpose", purpose, "err", err)
 		return nil, fmt.Errorf("rabbit: connect to %s: %w", h.Addr, err)
