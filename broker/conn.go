@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
@@ -22,6 +23,9 @@ const outHighWater = 1 << 20
 type conn struct {
 	srv *Server
 	nc  net.Conn
+	// raw is nc's socket when inline flushes can write without blocking
+	// (TCP on unix); nil otherwise.
+	raw syscall.RawConn
 	id  uint64
 	log *slog.Logger
 
@@ -78,6 +82,7 @@ func newConn(srv *Server, nc net.Conn, id uint64) *conn {
 	c := &conn{srv: srv, nc: nc, id: id, log: srv.log.With("conn", id),
 		frameMax: srv.opts.FrameMax, channelMax: srv.opts.ChannelMax,
 		channels: map[uint16]*channel{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.raw = rawConnOf(nc)
 	c.br = bufio.NewReaderSize(nc, 64<<10)
 	c.fr = amqp091.NewFrameReader(c.br, srv.opts.FrameMax)
 	c.name = nc.RemoteAddr().String() + " -> " + nc.LocalAddr().String()
@@ -358,14 +363,25 @@ func (c *conn) flushInline() {
 	c.stalled = nil
 	c.outMu.Unlock()
 	// A reader must never block on a peer that stopped reading (it may be
-	// waiting for us to read its own writes): a short deadline hands what
-	// is left to the writer goroutine.
-	_ = c.nc.SetWriteDeadline(time.Now().Add(inlineWriteWait))
-	n, err := c.nc.Write(buf)
-	_ = c.nc.SetWriteDeadline(time.Time{})
+	// waiting for us to read its own writes): what the socket does not take
+	// at once (or within a short deadline where non-blocking writes are not
+	// available) is handed to the writer goroutine.
+	var n int
+	var err error
+	blocked := false
+	if c.raw != nil {
+		n, blocked, err = tryWrite(c.raw, buf)
+	} else {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(inlineWriteWait))
+		n, err = c.nc.Write(buf)
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			blocked, err = true, nil
+		}
+	}
 	c.outMu.Lock()
 	c.flushing = false
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+	if blocked {
 		rest := append(buf[n:len(buf):len(buf)], c.out...)
 		c.out = rest
 		c.outLen.Store(int64(len(c.out)))
