@@ -250,8 +250,8 @@ func deleteQueue(rawURL, name string) {
 // only the driver's own work differs:
 //
 //   - the same number of connections: each side consumes on one connection
-//     and publishes on conn_pool_min_size others (oslo's default 2), taken
-//     in turn, as the rabbit:// send pool does;
+//     and publishes on one other, as the rabbit:// send pool does (its
+//     first connection carries every publish while it keeps up);
 //   - the same message sizes: the request and reply bodies are oslo 2.0
 //     envelopes of the payload, byte for byte the size oslogo sends;
 //   - the same broker and vhost, a server-named request queue, reply_to and
@@ -274,11 +274,10 @@ func benchBare(ctx context.Context, rawURL string, conc, count int, payload stri
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := rabbit.ParseConfig(tu.Query)
-	if err != nil {
+	if _, err := rabbit.ParseConfig(tu.Query); err != nil {
 		return nil, err
 	}
-	nsend := max(1, min(cfg.RPCConnPoolSize, cfg.ConnPoolMinSize))
+	const nsend = 1 // publishing connections per side
 	var conns []*amqp.Connection
 	defer func() {
 		for _, c := range conns {
