@@ -6,7 +6,9 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestCoalescingConn: concurrent writes arrive whole, each writer's in its
@@ -67,5 +69,51 @@ func TestCoalescingConn(t *testing.T) {
 	}
 	if werr == nil {
 		t.Fatal("writes after the peer closed never failed")
+	}
+}
+
+// TestCoalescingConnBackpressure: when the peer stops reading, writers are
+// held back once maxPending bytes are queued (instead of queueing without
+// bound), and Close releases them with an error.
+func TestCoalescingConnBackpressure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept() // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	w := newCoalescingConn(c)
+	var total atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+			total.Add(int64(len(chunk)))
+		}
+	}()
+	// Without the bound the writer passes 256 MB within milliseconds;
+	// with it, it stops at the queue plus what the sockets hold.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := total.Load(); n > 256<<20 {
+			t.Fatalf("%d MB queued for a peer that does not read", n>>20)
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+	_ = w.Close()
+	if err := <-done; err == nil {
+		t.Fatal("a writer held back got no error at Close")
 	}
 }
