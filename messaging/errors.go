@@ -128,8 +128,12 @@ func translate(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, driver.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	case errors.Is(err, driver.ErrTimeout):
+		// Keep the driver's words (they may name why, e.g. a refused
+		// connection) and still match context.DeadlineExceeded.
+		return fmt.Errorf("%w: %w (%w)", ErrTimeout, err, context.DeadlineExceeded)
 	case errors.Is(err, driver.ErrUndeliverable):
 		return fmt.Errorf("%w: %w", ErrUndeliverable, err)
 	case errors.Is(err, driver.ErrDeliveryFailure):
