@@ -75,11 +75,28 @@ func PythonTimestamp(t time.Time) string {
 	return t.Format("2006-01-02 15:04:05.000000")
 }
 
+// innerBufs holds the buffers requests and replies are built in before
+// envelope copies them: one allocation less per message.
+var innerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// sealed wraps inner, built in the pooled buffer bp, in the envelope and
+// gives the buffer back (unless it grew large, not to pin big messages).
+func sealed(bp *[]byte, inner []byte) []byte {
+	out := envelope(inner)
+	if cap(inner) <= 64<<10 {
+		*bp = inner[:0]
+		innerBufs.Put(bp)
+	}
+	return out
+}
+
 // envelope wraps an inner message (ASCII JSON) in the 2.0 envelope.
 func envelope(inner []byte) []byte {
-	out := make([]byte, 0, len(inner)+len(inner)/8+48)
+	// Every quote of the inner JSON gets a backslash: room for a third of
+	// them, so that the usual message is written without growing out.
+	out := make([]byte, 0, len(inner)+len(inner)/3+48)
 	out = append(out, `{"oslo.version": "2.0", "oslo.message": `...)
-	out = appendPyString(out, string(inner))
+	out = appendPyString(out, inner)
 	return append(out, '}')
 }
 
@@ -124,7 +141,8 @@ type callInfo struct {
 // encodeRequest builds the enveloped body of an RPC request, with the keys
 // in Python's order.
 func encodeRequest(req *driver.Request, call *callInfo, uniqueID string) ([]byte, error) {
-	b := make([]byte, 0, 256+len(req.Args))
+	bp := innerBufs.Get().(*[]byte)
+	b := (*bp)[:0]
 	b = append(b, '{')
 	b = appendKey(b, true, "method")
 	b = appendPyString(b, req.Method)
@@ -168,7 +186,7 @@ func encodeRequest(req *driver.Request, call *callInfo, uniqueID string) ([]byte
 		return nil, err
 	}
 	b = append(b, '}')
-	return envelope(b), nil
+	return sealed(bp, b), nil
 }
 
 // encodeFailure serialises a failure as oslo does: a JSON object that the
@@ -210,7 +228,8 @@ func encodeFailure(f *driver.Failure) ([]byte, error) {
 // encodeReply builds an enveloped reply; r == nil with ending false is a
 // call-monitor heartbeat.
 func encodeReply(r *driver.Reply, ending bool, msgID, uniqueID string) ([]byte, error) {
-	b := make([]byte, 0, 160)
+	bp := innerBufs.Get().(*[]byte)
+	b := (*bp)[:0]
 	b = append(b, '{')
 	b = appendKey(b, true, "result")
 	var failure []byte
@@ -230,7 +249,7 @@ func encodeReply(r *driver.Reply, ending bool, msgID, uniqueID string) ([]byte, 
 	}
 	b = appendKey(b, false, "failure")
 	if failure != nil {
-		b = appendPyString(b, string(failure))
+		b = appendPyString(b, failure)
 	} else {
 		b = append(b, "null"...)
 	}
@@ -241,7 +260,7 @@ func encodeReply(r *driver.Reply, ending bool, msgID, uniqueID string) ([]byte, 
 	b = appendKey(b, false, "_unique_id")
 	b = appendPyString(b, uniqueID)
 	b = append(b, '}')
-	return envelope(b), nil
+	return sealed(bp, b), nil
 }
 
 // encodeNotification builds a notification body: the raw dict of the

@@ -18,8 +18,10 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
-// appendPyString appends s as a Python-style JSON string literal.
-func appendPyString(dst []byte, s string) []byte {
+// appendPyString appends s as a Python-style JSON string literal. It takes
+// bytes as well, so that envelope need not copy the inner message into a
+// string first.
+func appendPyString[S string | []byte](dst []byte, s S) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -52,7 +54,8 @@ func appendPyString(dst []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		// At most 4 bytes: the conversion stays on the stack.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r >= 0x10000 {
 			r1, r2 := utf16.EncodeRune(r)
 			dst = appendU(appendU(dst, r1), r2)
