@@ -328,8 +328,37 @@ func decodeBody(ctype string, headers map[string]any, body []byte) (message, err
 	return decodeEnvelope(body)
 }
 
+// envelopeHead is how every 2.0 envelope starts when Python's json.dumps or
+// envelope wrote it.
+const envelopeHead = `{"oslo.version": "2.0", "oslo.message": "`
+
+// plainInner returns the unquoted inner message of a body laid out exactly as
+// envelope and Python write it, without validating the whole body with
+// encoding/json first (the literal is checked while it is unquoted). ok
+// false sends anything else, errors included, down the general path.
+func plainInner(body []byte) (inner []byte, ok bool) {
+	if len(body) < len(envelopeHead)+2 || string(body[:len(envelopeHead)]) != envelopeHead ||
+		string(body[len(body)-2:]) != `"}` {
+		return nil, false
+	}
+	lit := body[len(envelopeHead)-1 : len(body)-1]
+	for i := 1; i < len(lit)-1; i++ {
+		switch lit[i] {
+		case '"': // the literal ends before the body does
+			return nil, false
+		case '\\': // the escaped byte is unquoteBytes' to check
+			i++
+		}
+	}
+	inner, ok, _ = unquoteBytes(lit)
+	return inner, ok
+}
+
 // decodeEnvelope parses the JSON body of a message.
 func decodeEnvelope(body []byte) (message, error) {
+	if inner, ok := plainInner(body); ok {
+		return decodeInner(inner)
+	}
 	if !json.Valid(body) {
 		body = tolerantJSON(body)
 		if !json.Valid(body) {
@@ -365,6 +394,11 @@ func decodeEnvelope(body []byte) (message, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: oslo.message is not a string", errMalformed)
 	}
+	return decodeInner(inner)
+}
+
+// decodeInner splits the inner message of an envelope.
+func decodeInner(inner []byte) (message, error) {
 	if !json.Valid(inner) {
 		inner = tolerantJSON(inner)
 		if !json.Valid(inner) {

@@ -321,3 +321,55 @@ func TestOpenRawURL(t *testing.T) {
 		t.Fatal("a bad RawURL must be an error")
 	}
 }
+
+// The fast path of decodeEnvelope must decide exactly as the general one:
+// every body it takes decodes to the same message, and bodies that are
+// not one well-formed literal fall through to the general path's error.
+func TestPlainInnerAgreesWithGeneralPath(t *testing.T) {
+	bodies := []string{
+		envelopeHead + `{\"method\": \"m\", \"args\": {}}"}`,
+		envelopeHead + `{\"method\": \"a\\\\\"b\", \"args\": {}}"}`,
+		envelopeHead + `{\"method\": \"\u00e9\", \"args\": {}}"}`,
+		envelopeHead + `{\"method\": \"m\"}", "x": "y"}`,
+		envelopeHead + `{\"method\": \"m\"}\"}`,
+		envelopeHead + `{\"method\": \"m\"}\\"}`,
+		envelopeHead + `{\"method\": "m"}"}`,
+		envelopeHead + "{\\\"method\\\": \\\"\x01\\\"}\"}",
+		envelopeHead + `{\"method\": \"m\", \"args\": [}"}`,
+		envelopeHead + `\ud800"}`,
+		envelopeHead + `"}`,
+	}
+	for _, b := range bodies {
+		got, gotErr := decodeEnvelope([]byte(b))
+		var want message
+		var wantErr error
+		if inner, ok := generalInner(t, []byte(b)); ok {
+			want, wantErr = decodeInner(inner)
+		} else {
+			wantErr = errMalformed
+		}
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Errorf("%s: error %v, the general path says %v", b, gotErr, wantErr)
+			continue
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d keys, the general path has %d", b, len(got), len(want))
+		}
+		for k, v := range want {
+			if string(got[k]) != string(v) {
+				t.Errorf("%s: %s = %s, the general path has %s", b, k, got[k], v)
+			}
+		}
+	}
+}
+
+// generalInner reads oslo.message the way the general path does: the whole
+// body validated by encoding/json first.
+func generalInner(t *testing.T, body []byte) ([]byte, bool) {
+	t.Helper()
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, false
+	}
+	return rawStringBytes(env["oslo.message"])
+}
