@@ -20,7 +20,7 @@ setup:
 	bash scripts/setup.sh
 
 test: setup vet staticcheck
-	$(GO) test -race -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 60m ./...
 
 # test-unit skips the set-up step, for quick local loops.
 test-unit:
