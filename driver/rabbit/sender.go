@@ -73,6 +73,12 @@ const maxReturned = 4096
 // fast, without confirms, for call requests and replies, whose delivery the
 // other side proves (a reply, a caller that stops waiting). Any number of
 // goroutines publish on either at once; confirms are pipelined.
+//
+// Declarations go to a third channel, one at a time: amqp091-go sends a
+// synchronous method without the lock its publishes hold, so on a
+// publishing channel a declaration can land between a publish's method
+// and content frames, and two declarations in flight on one channel take
+// each other's replies ("503 unexpected command received").
 type session struct {
 	conn    *amqp.Connection
 	ch      *amqp.Channel
@@ -82,8 +88,11 @@ type session struct {
 	fastReturns chan amqp.Return
 	lost        chan struct{} // closed once fast is closed (with its connection)
 
+	declMu sync.Mutex    // one declaration at a time, on declCh
+	declCh *amqp.Channel // opened on first use, again after a channel error
+
 	mu       sync.Mutex      // guards the fields below
-	declared map[string]bool // exchanges and queues declared on this channel
+	declared map[string]bool // exchanges and queues declared on this connection
 	returned map[string]struct{}
 
 	wmu   sync.Mutex        // guards watch, ring and rpos
@@ -208,21 +217,36 @@ func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publish
 	return &pubWaiter{s: s, dc: dc, uid: uid, mandatory: mandatory}, nil
 }
 
-// declareOnce runs decl the first time key is seen on this channel.
+// declareOnce runs decl the first time key is seen on this connection.
 func (s *session) declareOnce(key string, decl func(ch *amqp.Channel) error) error {
-	s.mu.Lock()
-	done := s.declared[key]
-	s.mu.Unlock()
-	if done {
+	if s.isDeclared(key) {
 		return nil
 	}
-	if err := decl(s.ch); err != nil {
+	s.declMu.Lock()
+	defer s.declMu.Unlock()
+	if s.isDeclared(key) { // declared while this one waited
+		return nil
+	}
+	if s.declCh == nil || s.declCh.IsClosed() {
+		ch, err := s.conn.Channel()
+		if err != nil {
+			return err
+		}
+		s.declCh = ch
+	}
+	if err := decl(s.declCh); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.declared[key] = true
 	s.mu.Unlock()
 	return nil
+}
+
+func (s *session) isDeclared(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.declared[key]
 }
 
 func (s *session) alive() bool {
