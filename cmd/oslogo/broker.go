@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -44,8 +47,17 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	data := fs.String("data", "", "data directory for durable state (default: memory only)")
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
+	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *profile != "" {
+		addr, stop, err := serveProfiles(*profile)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		defer stop()
+		fmt.Fprintf(env.stdout, "profiles on http://%s/debug/pprof/\n", addr)
 	}
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
@@ -111,4 +123,29 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	_ = os.Stdout.Sync()
 	return nil
+}
+
+// serveProfiles serves net/http/pprof on addr (as nats-server's -profport
+// does), for looking at a running broker under load.
+func serveProfiles(addr string) (bound string, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("profile listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(ln)
+	}()
+	return ln.Addr().String(), func() {
+		_ = hs.Close()
+		<-done
+	}, nil
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
+	"strings"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -50,5 +53,23 @@ func TestBrokerCommandBadConfig(t *testing.T) {
 	}
 	if code, _, _ := run(t, "broker", "--config-file", bad); code != 2 {
 		t.Fatalf("bad config exit code %d", code)
+	}
+}
+
+func TestBrokerCommandProfiles(t *testing.T) {
+	out := background(t, "broker", "--amqp", "127.0.0.1:0", "--profile", "127.0.0.1:0")
+	waitOutput(t, out, "listening on amqp://")
+	m := regexp.MustCompile(`profiles on (http://\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no profile address in %q", out.String())
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine") {
+		t.Fatalf("profile index: %d %q", resp.StatusCode, body)
 	}
 }

@@ -24,7 +24,8 @@ func chart(in, out, ref string) error {
 	}
 	defer f.Close()
 	// Lines with the same name (one per step for a broker restarted
-	// between steps) merge: later non-zero fields win, errors accumulate.
+	// between steps) merge: later non-zero fields win (the
+	// largest after-load RSS), errors accumulate.
 	var rs []Result
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -144,7 +145,9 @@ func mergeResult(dst, src *Result) {
 	if dst.IdleRSSMB == 0 {
 		dst.IdleRSSMB = src.IdleRSSMB
 	}
-	set(&dst.AfterLoadRSSMB, src.AfterLoadRSSMB)
+	// A broker restarted per step reports one after-load reading per
+	// step, each after that step's load only: keep the largest.
+	dst.AfterLoadRSSMB = max(dst.AfterLoadRSSMB, src.AfterLoadRSSMB)
 	dst.Errors = append(dst.Errors, src.Errors...)
 }
 
