@@ -4,9 +4,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
