@@ -115,15 +115,22 @@ func (c *conn) cleanup() {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	c.writerWG.Wait()
 	_ = c.nc.Close()
+	c.releaseChannels()
+	c.srv.removeConn(c)
+}
+
+// releaseChannels ends every channel (requeueing unacknowledged messages,
+// cancelling consumers) and deletes the connection's exclusive queues.
+// Reader goroutine only; a second call does nothing.
+func (c *conn) releaseChannels() {
 	for _, ch := range c.channels {
 		ch.shutdown()
 	}
-	c.channels = nil
+	clear(c.channels)
 	for _, q := range c.exclusive {
 		q.vh.deleteQueue(q, "owner closed")
 	}
 	c.exclusive = nil
-	c.srv.removeConn(c)
 }
 
 // writeRaw writes during the handshake, before the writer starts.
@@ -653,6 +660,10 @@ func (c *conn) handleConnMethod(p []byte) bool {
 	switch m := m.(type) {
 	case *amqp091.ConnectionClose:
 		c.log.Debug("client closed connection", "code", m.ReplyCode)
+		// As RabbitMQ does, close-ok follows the channels' end: once the
+		// client has it, its unacknowledged messages are back in their
+		// queues and its exclusive queues are gone.
+		c.releaseChannels()
 		c.send(0, &amqp091.ConnectionCloseOk{})
 		return true
 	case *amqp091.ConnectionCloseOk:

@@ -478,3 +478,41 @@ func TestGuestOnlyFromLoopback(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestCloseOkAfterRequeue: once connection.close-ok reaches the client,
+// the messages it had not acknowledged are back in their queue, as with
+// RabbitMQ (amqp091-go's TestIntegrationGetEmpty relies on it).
+func TestCloseOkAfterRequeue(t *testing.T) {
+	_, url := startBroker(t, nil)
+	other := openCh(t, dial(t, url))
+	if _, err := other.QueueDeclare("requeue.q", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		c, err := amqp.Dial(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := openCh(t, c)
+		if err := ch.PublishWithContext(context.Background(), "", "requeue.q", false, false, amqp.Publishing{Body: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+		var got bool
+		for deadline := time.Now().Add(5 * time.Second); !got && time.Now().Before(deadline); {
+			_, got, err = ch.Get("requeue.q", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !got {
+			t.Fatal("published message never arrived")
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		m, ok, err := other.Get("requeue.q", true)
+		if err != nil || !ok || !m.Redelivered {
+			t.Fatalf("round %d: right after close-ok the unacknowledged message is not back (ok=%v err=%v)", i, ok, err)
+		}
+	}
+}

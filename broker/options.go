@@ -53,6 +53,10 @@ type Options struct {
 	// SyncInterval delays fsync so more writes share it; 0 syncs as soon
 	// as the previous sync ends (group commit).
 	SyncInterval time.Duration
+
+	// segmentLimit overrides the size at which the message log rotates
+	// (tests use small segments).
+	segmentLimit int64
 	// ProductName is the server's "product" property. It defaults to
 	// "RabbitMQ" because clients (amqp091-go's tests, kombu's qos) switch on
 	// it to use the RabbitMQ semantics this broker implements.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,10 +19,17 @@ import (
 // test can kill it with SIGKILL.
 const childEnv = "OSLOGO_BROKER_TEST_CHILD_DATA"
 
+// childSegmentEnv sets the child's segment size (small ones make the
+// tests rotate and compact the log).
+const childSegmentEnv = "OSLOGO_BROKER_TEST_CHILD_SEGMENT"
+
 func runChild() {
 	opts := DefaultOptions()
 	opts.AMQPAddr = "127.0.0.1:0"
 	opts.DataDir = os.Getenv(childEnv)
+	if n, err := strconv.ParseInt(os.Getenv(childSegmentEnv), 10, 64); err == nil {
+		opts.segmentLimit = n
+	}
 	s, err := New(opts)
 	if err == nil {
 		err = s.Start()

@@ -25,24 +25,66 @@ import (
 //	                       rewritten atomically (temp file, fsync, rename).
 //	DATA/msgs/NNNN.seg     append-only segments of records
 //	                       [len u32][crc32c u32][payload]; payload 'E' enqueue
-//	                       (id, queue, exchange, routing key, props, body) or
-//	                       'A' remove (id).
+//	                       (id, queue, exchange, routing key, props, body),
+//	                       'M' the same enqueue copied forward by compaction,
+//	                       or 'A' remove (id).
 //
 // Appends go to an in-memory buffer under store.mu; one goroutine writes
 // and fsyncs batches (group commit) and only then confirms the publishes
 // waiting on them. A segment is deleted when it and every older segment
 // hold no live message, so a remove record never outlives the enqueue it
-// cancels.
+// cancels. Compaction keeps one long-lived message from pinning every
+// later segment: when the oldest segment is mostly dead, its live records
+// are copied into the current one ('M', same id, so recovery keeps queue
+// order) and it is deleted once the copies are on disk.
 
 const segmentLimit = 64 << 20
+
+// compactBelow: the oldest segment is compacted when at most this share of
+// the enqueue records written to it are still live.
+const compactBelow = 0.25
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 type segment struct {
 	num     uint64
-	firstID uint64
-	live    int
+	firstID uint64   // the first id assigned while this segment was current
+	live    int      // live records held: native ids and copies moved in
+	records int      // enqueue records written ('E' and 'M')
+	native  []uint64 // bit id-firstID: a native id still live here
 	f       *os.File
+	// safeAfter: the flush that writes the copies compaction made of this
+	// segment's live records; it may be deleted only after that flush.
+	safeAfter uint64
+}
+
+func (s *segment) setNative(id uint64) {
+	i := id - s.firstID
+	for uint64(len(s.native)) <= i/64 {
+		s.native = append(s.native, 0)
+	}
+	s.native[i/64] |= 1 << (i % 64)
+}
+
+// clearNative reports whether id was a live native id of s.
+func (s *segment) clearNative(id uint64) bool {
+	if id < s.firstID {
+		return false
+	}
+	i := id - s.firstID
+	if i/64 >= uint64(len(s.native)) || s.native[i/64]&(1<<(i%64)) == 0 {
+		return false
+	}
+	s.native[i/64] &^= 1 << (i % 64)
+	return true
+}
+
+func (s *segment) hasNative(id uint64) bool {
+	if id < s.firstID {
+		return false
+	}
+	i := id - s.firstID
+	return i/64 < uint64(len(s.native)) && s.native[i/64]&(1<<(i%64)) != 0
 }
 
 type chunk struct {
@@ -59,27 +101,35 @@ type store struct {
 	srv *Server
 	dir string
 
-	mu       sync.Mutex
-	nextID   uint64
-	segs     []*segment // oldest first; the last is current
-	curBytes int64
-	chunks   []chunk
-	waiters  []syncWaiter
-	closed   bool
-	kick     chan struct{}
-	done     chan struct{}
-	wg       sync.WaitGroup
-	spare    []byte
-	syncCond *sync.Cond
-	synced   uint64 // generation of completed syncs
-	gen      uint64 // generation of requested syncs
+	mu         sync.Mutex
+	nextID     uint64
+	segs       []*segment          // oldest first; the last is current
+	moved      map[uint64]*segment // live ids whose record compaction copied forward
+	segLimit   int64
+	flushSeq   uint64 // flushes started
+	compacting bool
+	curBytes   int64
+	chunks     []chunk
+	waiters    []syncWaiter
+	closed     bool
+	kick       chan struct{}
+	done       chan struct{}
+	wg         sync.WaitGroup
+	spare      []byte
+	syncCond   *sync.Cond
+	synced     uint64 // generation of completed syncs
+	gen        uint64 // generation of requested syncs
 }
 
 func openStore(srv *Server, dir string) (*store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "msgs"), 0o750); err != nil {
 		return nil, fmt.Errorf("broker: data dir: %w", err)
 	}
-	st := &store{srv: srv, dir: dir, nextID: 1, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	st := &store{srv: srv, dir: dir, nextID: 1, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		moved: map[uint64]*segment{}, segLimit: segmentLimit}
+	if srv.opts.segmentLimit > 0 {
+		st.segLimit = srv.opts.segmentLimit
+	}
 	st.syncCond = sync.NewCond(&st.mu)
 	if err := srv.loadDefinitions(); err != nil {
 		return nil, err
@@ -138,7 +188,7 @@ func (st *store) enqueue(q *queue, m *message) uint64 {
 		st.mu.Unlock()
 		return 0
 	}
-	if st.curBytes > segmentLimit {
+	if st.curBytes > st.segLimit {
 		// Rotation only creates the file; the sync goroutine writes to it.
 		if err := st.newSegment(); err != nil {
 			st.srv.log.Error("cannot rotate segment", "err", err)
@@ -146,7 +196,10 @@ func (st *store) enqueue(q *queue, m *message) uint64 {
 	}
 	id := st.nextID
 	st.nextID++
-	st.segs[len(st.segs)-1].live++
+	cur := st.segs[len(st.segs)-1]
+	cur.live++
+	cur.records++
+	cur.setNative(id)
 	st.appendRecord(func(b []byte) []byte {
 		b = append(b, 'E')
 		b = binary.BigEndian.AppendUint64(b, id)
@@ -170,8 +223,10 @@ func (st *store) remove(_ *queue, id uint64) {
 		st.mu.Unlock()
 		return
 	}
-	i := sort.Search(len(st.segs), func(i int) bool { return st.segs[i].firstID > id }) - 1
-	if i >= 0 {
+	if s, ok := st.moved[id]; ok {
+		s.live--
+		delete(st.moved, id)
+	} else if i := sort.Search(len(st.segs), func(i int) bool { return st.segs[i].firstID > id }) - 1; i >= 0 && st.segs[i].clearNative(id) {
 		st.segs[i].live--
 	}
 	st.appendRecord(func(b []byte) []byte {
@@ -233,6 +288,8 @@ func (st *store) syncLoop() {
 // flush writes buffered records, fsyncs, then releases confirms.
 func (st *store) flush() {
 	st.mu.Lock()
+	st.flushSeq++
+	seq := st.flushSeq
 	chunks := st.chunks
 	st.chunks = nil
 	waiters := st.waiters
@@ -262,14 +319,119 @@ func (st *store) flush() {
 	st.syncCond.Broadcast()
 	// Drop fully consumed segments from the front.
 	var dead []*segment
-	for len(st.segs) > 1 && st.segs[0].live <= 0 && !pendingFor(st.chunks, st.segs[0]) {
+	for len(st.segs) > 1 && st.segs[0].live <= 0 && st.segs[0].safeAfter <= seq && !pendingFor(st.chunks, st.segs[0]) {
 		dead = append(dead, st.segs[0])
 		st.segs = st.segs[1:]
+	}
+	var victim *segment
+	if len(st.segs) > 1 && !st.compacting && !st.closed {
+		if s := st.segs[0]; s.live > 0 && float64(s.live) <= compactBelow*float64(s.records) && !pendingFor(st.chunks, s) {
+			victim = s
+			st.compacting = true
+			st.wg.Add(1)
+		}
 	}
 	st.mu.Unlock()
 	for _, s := range dead {
 		_ = s.f.Close()
 		_ = os.Remove(st.segPath(s.num))
+	}
+	if victim != nil {
+		go st.compact(victim)
+	}
+}
+
+// compact copies the live records of s, the oldest segment, into the
+// current one. It reads s outside the lock (s is no longer written) and
+// decides each record's fate under it, so a remove racing with the copy
+// either clears the record first (no copy) or cancels the copy after it.
+func (st *store) compact(s *segment) {
+	defer st.wg.Done()
+	copied := 0
+	defer func() {
+		st.mu.Lock()
+		st.compacting = false
+		st.mu.Unlock()
+		if copied > 0 {
+			st.srv.log.Debug("compacted segment", "segment", s.num, "copied", copied)
+			st.signal()
+		}
+	}()
+	f, err := os.Open(st.segPath(s.num))
+	if err != nil {
+		st.srv.log.Error("compaction: cannot open segment", "segment", s.num, "err", err)
+		return
+	}
+	defer f.Close()
+	err = readRecords(f, func(payload []byte) bool {
+		select {
+		case <-st.done:
+			return false
+		default:
+		}
+		if len(payload) < 9 || (payload[0] != 'E' && payload[0] != 'M') {
+			return true
+		}
+		id := binary.BigEndian.Uint64(payload[1:9])
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.closed {
+			return false
+		}
+		if payload[0] == 'E' && s.clearNative(id) || payload[0] == 'M' && st.moved[id] == s {
+			s.live--
+			cur := st.segs[len(st.segs)-1]
+			cur.live++
+			cur.records++
+			st.moved[id] = cur
+			st.appendRecord(func(b []byte) []byte {
+				b = append(b, 'M')
+				return append(b, payload[1:]...)
+			})
+			s.safeAfter = st.flushSeq + 1
+			copied++
+		}
+		return true
+	})
+	if err != nil {
+		st.srv.log.Error("compaction: cannot read segment", "segment", s.num, "err", err)
+	}
+}
+
+// readRecords calls fn with the payload of each intact record of r until
+// the end, a torn or corrupt record, or fn returning false. The payload is
+// only valid during the call.
+func readRecords(r io.Reader, fn func(payload []byte) bool) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var buf []byte
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return err
+		}
+		n := binary.BigEndian.Uint32(hdr[:4])
+		if n > 1<<30 {
+			return nil
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		payload := buf[:n]
+		if _, err := io.ReadFull(br, payload); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return err
+		}
+		if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
+			return nil
+		}
+		if !fn(payload) {
+			return nil
+		}
 	}
 }
 
@@ -315,12 +477,8 @@ func (st *store) recover() error {
 	}
 	sort.Strings(files)
 	live := map[uint64]recovered{}
+	holder := map[uint64]*segment{} // the segment holding a live id's latest record
 	var maxID uint64
-	type segIDs struct {
-		num uint64
-		ids []uint64
-	}
-	var segList []segIDs
 	for _, path := range files {
 		var num uint64
 		if _, err := fmt.Sscanf(filepath.Base(path), "%016d.seg", &num); err != nil {
@@ -330,84 +488,96 @@ func (st *store) recover() error {
 		if err != nil {
 			return fmt.Errorf("broker: recover: %w", err)
 		}
-		r := bufio.NewReaderSize(f, 1<<20)
-		var ids []uint64
-		for {
-			var hdr [8]byte
-			if _, err := io.ReadFull(r, hdr[:]); err != nil {
-				break
-			}
-			n := binary.BigEndian.Uint32(hdr[:4])
-			if n > 1<<30 {
-				break
-			}
-			payload := make([]byte, n)
-			if _, err := io.ReadFull(r, payload); err != nil {
-				break
-			}
-			if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
-				break
-			}
+		// Native ids are assigned in order, after every id of the segments
+		// before; copies moved in ('M') carry older ids.
+		seg := &segment{num: num, firstID: maxID + 1}
+		firstNative := true
+		var decodeErr bool
+		err = readRecords(f, func(payload []byte) bool {
 			id, rec, ok := decodeRecord(payload)
 			if !ok {
-				break
+				decodeErr = true
+				return false
 			}
 			maxID = max(maxID, id)
 			if rec == nil {
 				delete(live, id)
-				continue
+				delete(holder, id)
+				return true
 			}
+			if payload[0] == 'E' && firstNative {
+				seg.firstID, firstNative = id, false
+			}
+			seg.records++
 			live[id] = *rec
-			ids = append(ids, id)
-		}
+			holder[id] = seg
+			return true
+		})
 		_ = f.Close()
-		segList = append(segList, segIDs{num: num, ids: ids})
+		if err != nil {
+			return fmt.Errorf("broker: recover %s: %w", path, err)
+		}
+		if decodeErr {
+			st.srv.log.Warn("recovery stopped at an unreadable record", "segment", num)
+		}
+		st.segs = append(st.segs, seg)
 	}
+	st.nextID = maxID + 1
+	// Messages of queues that are gone are dead: not counted, not copied.
+	queueOf := func(rec recovered) *queue {
+		i := strings.IndexByte(rec.qkey, 0)
+		if i < 0 {
+			return nil
+		}
+		vh := st.srv.vhosts[rec.qkey[:i]]
+		if vh == nil {
+			return nil
+		}
+		q := vh.queues[rec.qkey[i+1:]]
+		if q == nil || !q.durable {
+			return nil
+		}
+		return q
+	}
+	for id, rec := range live {
+		if queueOf(rec) == nil {
+			delete(live, id)
+			delete(holder, id)
+		}
+	}
+	for id, seg := range holder {
+		seg.live++
+		if id >= seg.firstID {
+			seg.setNative(id)
+		} else {
+			st.moved[id] = seg
+		}
+	}
+	// Reopen the segments for bookkeeping; dead ones go from the front only,
+	// as at run time: a dead segment may hold the removes of an older one.
+	kept := st.segs[:0]
+	for _, seg := range st.segs {
+		if seg.live == 0 && len(kept) == 0 {
+			_ = os.Remove(st.segPath(seg.num))
+			continue
+		}
+		f, err := os.OpenFile(st.segPath(seg.num), os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return err
+		}
+		seg.f = f
+		kept = append(kept, seg)
+	}
+	st.segs = kept
 	ids := make([]uint64, 0, len(live))
 	for id := range live {
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	st.nextID = maxID + 1
-	// Reopen old segments read-only bookkeeping: count live ids per segment.
-	for _, sl := range segList {
-		s := &segment{num: sl.num, firstID: 0}
-		if len(sl.ids) > 0 {
-			s.firstID = sl.ids[0]
-		}
-		for _, id := range sl.ids {
-			if _, ok := live[id]; ok {
-				s.live++
-			}
-		}
-		f, err := os.OpenFile(st.segPath(sl.num), os.O_WRONLY|os.O_APPEND, 0o640)
-		if err != nil {
-			return err
-		}
-		s.f = f
-		if s.live == 0 {
-			_ = f.Close()
-			_ = os.Remove(st.segPath(sl.num))
-			continue
-		}
-		st.segs = append(st.segs, s)
-	}
-	// firstID must be increasing for remove's search; empty segments were dropped.
 	n := 0
 	for _, id := range ids {
 		rec := live[id]
-		i := strings.IndexByte(rec.qkey, 0)
-		if i < 0 {
-			continue
-		}
-		vh := st.srv.vhosts[rec.qkey[:i]]
-		if vh == nil {
-			continue
-		}
-		q := vh.queues[rec.qkey[i+1:]]
-		if q == nil || !q.durable {
-			continue
-		}
+		q := queueOf(rec)
 		persistent, prio, ttl, _ := scanProps(rec.m.props)
 		rec.m.persistent, rec.m.priority, rec.m.ttl = persistent, prio, ttl
 		q.pushLocked(qentry{m: rec.m, id: id, redelivered: true}, false)
@@ -427,7 +597,7 @@ func decodeRecord(p []byte) (uint64, *recovered, bool) {
 	switch p[0] {
 	case 'A':
 		return id, nil, true
-	case 'E':
+	case 'E', 'M':
 		r := amqp091.NewReader(p[9:])
 		klen := int(r.ReadShort())
 		rest := r.Remaining()
