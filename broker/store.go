@@ -79,13 +79,6 @@ func (s *segment) clearNative(id uint64) bool {
 	return true
 }
 
-func (s *segment) hasNative(id uint64) bool {
-	if id < s.firstID {
-		return false
-	}
-	i := id - s.firstID
-	return i/64 < uint64(len(s.native)) && s.native[i/64]&(1<<(i%64)) != 0
-}
 
 type chunk struct {
 	seg  *segment
