@@ -79,7 +79,6 @@ func (s *segment) clearNative(id uint64) bool {
 	return true
 }
 
-
 type chunk struct {
 	seg  *segment
 	data []byte
