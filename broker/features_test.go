@@ -516,3 +516,73 @@ func TestCloseOkAfterRequeue(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerPriority: a consumer with a higher x-priority receives while
+// it has capacity (its prefetch); lower ones get what it cannot take.
+func TestConsumerPriority(t *testing.T) {
+	_, url := startBroker(t, nil)
+	c := dial(t, url)
+	chA, chB, chP := openCh(t, c), openCh(t, c), openCh(t, c)
+	if _, err := chP.QueueDeclare("cprio", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := chA.Qos(2, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := chP.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	// The low-priority consumer registers first, so order alone would favour it.
+	low, err := chB.Consume("cprio", "low", false, false, false, false, amqp.Table{"x-priority": int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	high, err := chA.Consume("cprio", "high", false, false, false, false, amqp.Table{"x-priority": int32(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		for i := 0; i < n; i++ {
+			dc, err := chP.PublishWithDeferredConfirm("", "cprio", false, false, amqp.Publishing{Body: []byte("m")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
+				t.Fatalf("confirm: %v", err)
+			}
+		}
+	}
+	// count takes what arrived on d within a short quiet period.
+	count := func(d <-chan amqp.Delivery) []amqp.Delivery {
+		var got []amqp.Delivery
+		for {
+			select {
+			case m := <-d:
+				got = append(got, m)
+			case <-time.After(200 * time.Millisecond):
+				return got
+			}
+		}
+	}
+	publish(2)
+	h, l := count(high), count(low)
+	if len(h) != 2 || len(l) != 0 {
+		t.Fatalf("2 messages: high got %d, low %d; want 2, 0", len(h), len(l))
+	}
+	publish(3) // high is at its prefetch of 2
+	if h2, l2 := count(high), count(low); len(h2) != 0 || len(l2) != 3 {
+		t.Fatalf("3 more: high got %d, low %d; want 0, 3", len(h2), len(l2))
+	}
+	if err := h[0].Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	publish(1) // high has room for one again
+	if h3, l3 := count(high), count(low); len(h3) != 1 || len(l3) != 0 {
+		t.Fatalf("after an ack: high got %d, low %d; want 1, 0", len(h3), len(l3))
+	}
+	// A priority that is not an integer is refused, as RabbitMQ does.
+	bad := openCh(t, c)
+	if _, err := bad.Consume("cprio", "bad", false, false, false, false, amqp.Table{"x-priority": "high"}); err == nil {
+		t.Fatal("non-integer x-priority accepted")
+	}
+}

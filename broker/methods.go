@@ -546,6 +546,13 @@ func (ch *channel) basicConsume(m *amqp091.BasicConsume) *amqpError {
 		return errf(amqp091.NotAllowed, "attempt to reuse consumer tag '%s'", tag)
 	}
 	c := &consumer{tag: tag, ch: ch, q: q, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	if v, ok := m.Arguments["x-priority"]; ok {
+		p, isInt := asInt(v)
+		if !isInt {
+			return errf(amqp091.PreconditionFailed, "invalid arg 'x-priority' for consumer: not an integer")
+		}
+		c.priority = p
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	if q.deleted {
@@ -559,7 +566,7 @@ func (ch *channel) basicConsume(m *amqp091.BasicConsume) *amqpError {
 	ch.mu.Lock()
 	ch.consumers[tag] = c
 	ch.mu.Unlock()
-	q.consumers = append(q.consumers, c)
+	q.addConsumerLocked(c)
 	q.hadConsumer = true
 	q.touchLocked()
 	// consume-ok goes out before the first delivery: both happen under q.mu.

@@ -48,19 +48,21 @@ type queue struct {
 	sac           bool
 	deliveryLimit int64
 
-	mu          sync.Mutex
-	ready       []ring[qentry] // one per priority level
-	readyCount  int
-	readyBytes  int64
-	unacked     int
-	consumers   []*consumer
-	rr          int
-	hadConsumer bool
-	deleted     bool
-	ttlTimer    *time.Timer
-	ttlAt       int64
-	expTimer    *time.Timer
-	useGen      uint64
+	mu         sync.Mutex
+	ready      []ring[qentry] // one per priority level
+	readyCount int
+	readyBytes int64
+	unacked    int
+	consumers  []*consumer
+	// mixedPriority: consumers do not all have the same x-priority.
+	mixedPriority bool
+	rr            int
+	hadConsumer   bool
+	deleted       bool
+	ttlTimer      *time.Timer
+	ttlAt         int64
+	expTimer      *time.Timer
+	useGen        uint64
 }
 
 type consumer struct {
@@ -70,6 +72,7 @@ type consumer struct {
 	noAck     bool
 	exclusive bool
 	prefetch  int
+	priority  int64 // x-priority: higher receives first while it has capacity
 	// unacked is guarded by ch.mu.
 	unacked int
 }
@@ -218,15 +221,65 @@ func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter, via *conn) bool {
 		c := q.consumers[0]
 		return q.handTo(c, e, via)
 	}
-	for i := 0; i < n; i++ {
-		idx := (q.rr + i) % n
-		c := q.consumers[idx]
-		if q.handTo(c, e, via) {
-			q.rr = (idx + 1) % n
-			return true
+	if !q.mixedPriority {
+		for i := 0; i < n; i++ {
+			idx := (q.rr + i) % n
+			c := q.consumers[idx]
+			if q.handTo(c, e, via) {
+				q.rr = (idx + 1) % n
+				return true
+			}
 		}
+		return false
+	}
+	// Consumers are kept highest x-priority first: the message goes to the
+	// first priority group with capacity, round-robin within the group.
+	for lo := 0; lo < n; {
+		hi := lo + 1
+		for hi < n && q.consumers[hi].priority == q.consumers[lo].priority {
+			hi++
+		}
+		size := hi - lo
+		start := 0
+		if q.rr >= lo && q.rr < hi {
+			start = q.rr - lo
+		}
+		for i := 0; i < size; i++ {
+			idx := lo + (start+i)%size
+			if q.handTo(q.consumers[idx], e, via) {
+				q.rr = lo + (idx-lo+1)%size
+				return true
+			}
+		}
+		lo = hi
 	}
 	return false
+}
+
+// addConsumerLocked registers c in priority order (after its equals, so
+// equals keep their registration order); single-active-consumer queues keep
+// registration order, the first being the active one.
+func (q *queue) addConsumerLocked(c *consumer) {
+	i := len(q.consumers)
+	if !q.sac {
+		for i > 0 && q.consumers[i-1].priority < c.priority {
+			i--
+		}
+	}
+	q.consumers = append(q.consumers, nil)
+	copy(q.consumers[i+1:], q.consumers[i:])
+	q.consumers[i] = c
+	q.updateMixedPriorityLocked()
+}
+
+func (q *queue) updateMixedPriorityLocked() {
+	q.mixedPriority = false
+	for _, o := range q.consumers {
+		if o.priority != q.consumers[0].priority {
+			q.mixedPriority = true
+			return
+		}
+	}
 }
 
 func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
@@ -446,6 +499,7 @@ func (q *queue) removeConsumer(c *consumer) bool {
 			break
 		}
 	}
+	q.updateMixedPriorityLocked()
 	if q.rr >= len(q.consumers) {
 		q.rr = 0
 	}
