@@ -49,6 +49,21 @@ measure() { # name pid port
 		echo "{\"name\":\"$1\",\"errors\":[\"load generator failed or timed out\"]}" >> "$RESULTS"
 }
 
+# measure_step runs one step of the generator against a broker started for
+# it, then stops that broker (SIGTERM, SIGKILL if it ignores it: a wedged
+# garagemq does) and waits until its port is free. Brokers that wedge or go
+# wrong after some load get a fresh instance per step this way.
+measure_step() { # name pid port step per-test-timeout
+	echo "bench: measuring $1 ($4)" >&2
+	timeout 900 ./bin/broker-loadgen -name "$1" -pid "$2" -only "$4" -timeout "$5" -url "amqp://guest:guest@127.0.0.1:$3/" $LOADGEN_ARGS >> "$RESULTS" ||
+		echo "{\"name\":\"$1\",\"errors\":[\"$4: load generator failed\"]}" >> "$RESULTS"
+	kill "$2" 2>/dev/null || true
+	for _ in $(seq 1 20); do kill -0 "$2" 2>/dev/null || break; sleep 0.25; done
+	kill -9 "$2" 2>/dev/null || true
+	wait "$2" 2>/dev/null || true
+	for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/"$3") 2>/dev/null || break; sleep 0.25; done
+}
+
 # 1. oslogo embedded broker, persistent storage on (confirms after fsync).
 ./bin/oslogo broker --amqp 127.0.0.1:$OSLOGO_PORT --data "$TMP/oslogo" > "$TMP/oslogo.log" 2>&1 &
 OSLOGO_PID=$!
@@ -117,17 +132,9 @@ CONF
 	pids+=("$GARAGE_PID")
 	wait_port $GARAGE_PORT
 	sleep 1
-	echo "bench: measuring garagemq ($1)" >&2
 	# A short per-test timeout: a wedged garagemq fails its step in about a
 	# minute (recorded as failed) instead of waiting out the default.
-	timeout 900 ./bin/broker-loadgen -name garagemq -pid "$GARAGE_PID" -only "$1" -timeout "$GARAGE_TIMEOUT" -url "amqp://guest:guest@127.0.0.1:$GARAGE_PORT/" $LOADGEN_ARGS >> "$RESULTS" ||
-		echo "{\"name\":\"garagemq\",\"errors\":[\"$1: load generator failed\"]}" >> "$RESULTS"
-	# A wedged garagemq ignores SIGTERM.
-	kill "$GARAGE_PID" 2>/dev/null || true
-	for _ in $(seq 1 20); do kill -0 "$GARAGE_PID" 2>/dev/null || break; sleep 0.25; done
-	kill -9 "$GARAGE_PID" 2>/dev/null || true
-	wait "$GARAGE_PID" 2>/dev/null || true
-	for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/$GARAGE_PORT) 2>/dev/null || break; sleep 0.25; done
+	measure_step garagemq "$GARAGE_PID" "$GARAGE_PORT" "$1" "$GARAGE_TIMEOUT"
 }
 for step in transient persistent rtt fanout topic memory; do
 	garage_step $step
@@ -151,18 +158,11 @@ strangeq_step() { # step
 	pids+=("$STRANGEQ_PID")
 	wait_port $STRANGEQ_PORT
 	sleep 1
-	echo "bench: measuring strangeq ($1)" >&2
 	# Its memory step stalls: a short per-test timeout there ends it in
 	# minutes, not ten (the other steps keep the default).
 	local wait=30s
 	[ "$1" = memory ] && wait=$STRANGEQ_TIMEOUT
-	timeout 900 ./bin/broker-loadgen -name strangeq -pid "$STRANGEQ_PID" -only "$1" -timeout "$wait" -url "amqp://guest:guest@127.0.0.1:$STRANGEQ_PORT/" $LOADGEN_ARGS >> "$RESULTS" ||
-		echo "{\"name\":\"strangeq\",\"errors\":[\"$1: load generator failed\"]}" >> "$RESULTS"
-	kill "$STRANGEQ_PID" 2>/dev/null || true
-	for _ in $(seq 1 20); do kill -0 "$STRANGEQ_PID" 2>/dev/null || break; sleep 0.25; done
-	kill -9 "$STRANGEQ_PID" 2>/dev/null || true
-	wait "$STRANGEQ_PID" 2>/dev/null || true
-	for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/$STRANGEQ_PORT) 2>/dev/null || break; sleep 0.25; done
+	measure_step strangeq "$STRANGEQ_PID" "$STRANGEQ_PORT" "$1" "$wait"
 }
 if [ -n "${STRANGEQ_BIN:-}" ]; then
 	for step in transient persistent rtt fanout topic memory; do
