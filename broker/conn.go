@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"oslogo/internal/rawsock"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
@@ -23,11 +23,11 @@ const outHighWater = 1 << 20
 type conn struct {
 	srv *Server
 	nc  net.Conn
-	// raw is nc's socket when inline flushes can write without blocking
-	// (TCP on unix); nil otherwise.
-	raw syscall.RawConn
-	id  uint64
-	log *slog.Logger
+	// sock is nc's socket, read and written with raw system calls (see
+	// package rawsock), or nil (TLS, in-process pipes) to use nc.
+	sock *rawsock.Socket
+	id   uint64
+	log  *slog.Logger
 
 	br  *bufio.Reader
 	fr  *amqp091.FrameReader
@@ -82,8 +82,12 @@ func newConn(srv *Server, nc net.Conn, id uint64) *conn {
 	c := &conn{srv: srv, nc: nc, id: id, log: srv.log.With("conn", id),
 		frameMax: srv.opts.FrameMax, channelMax: srv.opts.ChannelMax,
 		channels: map[uint16]*channel{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	c.raw = rawConnOf(nc)
-	c.br = bufio.NewReaderSize(nc, 64<<10)
+	c.sock = rawsock.Of(nc)
+	var r io.Reader = nc
+	if c.sock != nil {
+		r = c.sock
+	}
+	c.br = bufio.NewReaderSize(r, 64<<10)
 	c.fr = amqp091.NewFrameReader(c.br, srv.opts.FrameMax)
 	c.name = nc.RemoteAddr().String() + " -> " + nc.LocalAddr().String()
 	return c
@@ -376,8 +380,8 @@ func (c *conn) flushInline() {
 	var n int
 	var err error
 	blocked := false
-	if c.raw != nil {
-		n, blocked, err = tryWrite(c.raw, buf)
+	if c.sock != nil {
+		n, blocked, err = c.sock.TryWrite(buf)
 	} else {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(inlineWriteWait))
 		n, err = c.nc.Write(buf)
@@ -497,7 +501,7 @@ func (c *conn) writeLoop() {
 		c.outMu.Unlock()
 		if len(buf) > 0 {
 			wrote = true
-			if _, err := c.nc.Write(buf); err != nil {
+			if _, err := c.write(buf); err != nil {
 				c.outMu.Lock()
 				c.flushing = false
 				c.flushDone = true
@@ -525,6 +529,14 @@ func (c *conn) writeLoop() {
 			q.dispatch(nil)
 		}
 	}
+}
+
+// write writes buf whole, waiting for the peer as long as it takes.
+func (c *conn) write(buf []byte) (int, error) {
+	if c.sock != nil {
+		return c.sock.Write(buf)
+	}
+	return c.nc.Write(buf)
 }
 
 // connError closes the connection with a hard error.

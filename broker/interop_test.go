@@ -104,6 +104,8 @@ func TestKombuPriorityWorker(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			cancel()
+			_ = worker.Wait() // its output is complete once it exited
 			t.Fatalf("worker never consumed from its queues:\n%s", wout.String())
 		}
 		time.Sleep(20 * time.Millisecond)

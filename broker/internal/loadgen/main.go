@@ -15,6 +15,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ var (
 	million   = flag.Int("million", 1000000, "messages queued for the memory test (0 skips)")
 	stepWait  = flag.Duration("timeout", 30*time.Second, "how long one test may wait for deliveries or confirms")
 	cork      = flag.Bool("cork", true, "batch publishers' writes in the throughput tests (see corkConn)")
+	rttProcs  = flag.Int("rtt-procs", 1, "GOMAXPROCS of the generator in the round-trip tests (0: unchanged); see roundTrips")
 	gcPercent = flag.Int("gc", 400, "GOGC of the generator unless the GOGC variable is set")
 	reps      = flag.Int("reps", 3, "runs per throughput test; the best is reported (the box is shared)")
 	rttOnly   = flag.Int("callers", 0, "run only the round-trip row for 1 or 8 callers (0: both)")
@@ -151,6 +153,9 @@ func main() {
 		return
 	})
 	step("rtt", 2*time.Duration(*reps)*(*stepWait+*rttDur), func() (err error) {
+		if *rttProcs > 0 {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(*rttProcs))
+		}
 		if *rttOnly != 8 {
 			if r.RoundTrips1, err = best(func() (float64, error) { return roundTrips(1) }); err != nil || *rttOnly == 1 {
 				return err
@@ -460,6 +465,15 @@ func persistent(n int) (float64, error) {
 
 // roundTrips runs callers that each send a request with reply_to and wait
 // for the server's reply before sending the next, for the -rtt duration.
+// roundTrips measures request/reply round trips: callers publish a request
+// each and wait for its reply from one server connection.
+//
+// The generator runs these on one P (-rtt-procs 1) for every broker. A
+// round trip is a chain of hand-offs (reader goroutine, consumer goroutine,
+// caller) that cannot overlap; with two Ps the Go scheduler moves each
+// hand-off to another thread (a futex wake-up and a spinning thread),
+// which more than doubled the generator's CPU per round trip on two
+// cores, CPU taken from the broker under test. See docs/BENCHMARKS.md.
 func roundTrips(callers int) (float64, error) {
 	sc, sch, err := conn()
 	if err != nil {
