@@ -65,27 +65,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 // Write writes all of b, waiting in the netpoller (and so for the write
 // deadline) while the socket buffer is full.
 func (s *Socket) Write(b []byte) (int, error) {
-	n := 0
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := rawWrite(fd, b[n:])
-			switch e {
-			case 0:
-				n += m
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
-	if err == nil && errno != 0 {
-		err = os.NewSyscallError("write", errno)
-	}
+	n, _, err := s.write(b, true)
 	return n, err
 }
 
@@ -94,6 +74,10 @@ func (s *Socket) Write(b []byte) (int, error) {
 // reading. wouldBlock reports that the socket buffer filled before b was
 // written whole.
 func (s *Socket) TryWrite(b []byte) (n int, wouldBlock bool, err error) {
+	return s.write(b, false)
+}
+
+func (s *Socket) write(b []byte, wait bool) (n int, wouldBlock bool, err error) {
 	var errno syscall.Errno
 	cerr := s.rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
@@ -103,6 +87,9 @@ func (s *Socket) TryWrite(b []byte) (n int, wouldBlock bool, err error) {
 				n += m
 			case syscall.EINTR:
 			case syscall.EAGAIN:
+				if wait {
+					return false // park until writable
+				}
 				wouldBlock = true
 				return true
 			default:
