@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"oslogo/internal/rawsock"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
+	"oslogo/internal/rawsock"
 )
 
 // outHighWater is the output backlog above which queues stop delivering to

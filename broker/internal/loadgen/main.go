@@ -465,8 +465,6 @@ func persistent(n int) (float64, error) {
 
 // roundTrips runs callers that each send a request with reply_to and wait
 // for the server's reply before sending the next, for the -rtt duration.
-// roundTrips measures request/reply round trips: callers publish a request
-// each and wait for its reply from one server connection.
 //
 // -rtt-procs 1 runs them on one P, for analysis only: a round trip is a
 // chain of hand-offs (reader goroutine, consumer goroutine, caller) that
