@@ -251,11 +251,7 @@ func TestCompactionSurvivesKill9(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(childSegmentEnv, "16384")
 	cmd, url := startChild(t, dir)
-	c, err := amqp.Dial(url)
-	if err != nil {
-		kill9(t, cmd)
-		t.Fatal(err)
-	}
+	c := dialChild(t, cmd, url)
 	ch, err := c.Channel()
 	if err == nil {
 		err = ch.Confirm(false)

@@ -63,6 +63,17 @@ func startChild(t *testing.T, dir string) (*exec.Cmd, string) {
 	return cmd, "amqp://guest:guest@" + strings.TrimSpace(line[5:]) + "/"
 }
 
+// dialChild connects to the child broker, killing it if that fails.
+func dialChild(t *testing.T, cmd *exec.Cmd, url string) *amqp.Connection {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		kill9(t, cmd)
+		t.Fatal(err)
+	}
+	return c
+}
+
 func kill9(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -78,11 +89,7 @@ func kill9(t *testing.T, cmd *exec.Cmd) {
 func TestPersistenceSurvivesKill9(t *testing.T) {
 	dir := t.TempDir()
 	cmd, url := startChild(t, dir)
-	c, err := amqp.Dial(url)
-	if err != nil {
-		kill9(t, cmd)
-		t.Fatal(err)
-	}
+	c := dialChild(t, cmd, url)
 	ch, _ := c.Channel()
 	must := func(err error) {
 		t.Helper()
@@ -92,7 +99,7 @@ func TestPersistenceSurvivesKill9(t *testing.T) {
 		}
 	}
 	must(ch.ExchangeDeclare("dur.topic", "topic", true, false, false, false, nil))
-	_, err = ch.QueueDeclare("dur.q", true, false, false, false, amqp.Table{"x-max-priority": int32(5)})
+	_, err := ch.QueueDeclare("dur.q", true, false, false, false, amqp.Table{"x-max-priority": int32(5)})
 	must(err)
 	_, err = ch.QueueDeclare("transient.q", false, false, false, false, nil)
 	must(err)
