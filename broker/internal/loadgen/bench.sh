@@ -12,6 +12,9 @@ mkdir -p "$OUT" bin
 GO=${GO:-go}
 $GO build -o bin/oslogo ./cmd/oslogo
 $GO build -o bin/broker-loadgen ./broker/internal/loadgen
+for cmd in garagemq rabbitmqctl; do
+	command -v $cmd >/dev/null || { echo "bench: $cmd is not installed; run: bash scripts/setup.sh" >&2; exit 1; }
+done
 TMP=$(mktemp -d /tmp/oslogo-bench.XXXXXX)
 chmod 755 "$TMP"
 OSLOGO_PORT=${OSLOGO_PORT:-5791}
@@ -92,6 +95,40 @@ HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" -q await_startup >/dev/null
 RABBIT_PID=$(HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" eval 'list_to_integer(os:getpid()).' 2>/dev/null | tr -d '\r\n ')
 sleep 2
 measure rabbitmq-3.10 "${RABBIT_PID:-0}" $RABBIT_PORT
+
+# 2b. Round trips in back-to-back pairs: a fresh oslogo beside the same
+# RabbitMQ node, the two measured one right after the other PAIRS times
+# (who goes first alternates). The sections above measure each broker for
+# minutes before the next; on this shared box a neighbour's load can move
+# the round-trip rows by 20% in that time, so these pairs give the ratio
+# with the drift taken out (docs/BENCHMARKS.md reports both).
+PAIRS=${PAIRS:-5}
+PAIRED=$OUT/broker-paired.jsonl
+: > "$PAIRED"
+pair_run() { # name port callers
+	timeout 120 ./bin/broker-loadgen -name "$1" -only rtt -callers "$3" -reps 1 -url "amqp://guest:guest@127.0.0.1:$2/" $LOADGEN_ARGS >> "$PAIRED" ||
+		echo "{\"name\":\"$1\",\"errors\":[\"paired round trips ($3 callers) failed\"]}" >> "$PAIRED"
+}
+if [ "$PAIRS" -gt 0 ]; then
+	echo "bench: round trips in $PAIRS back-to-back pairs" >&2
+	./bin/oslogo broker --amqp 127.0.0.1:$OSLOGO_PORT --data "$TMP/oslogo-paired" > "$TMP/oslogo-paired.log" 2>&1 &
+	OSLOGO_PID=$!
+	pids+=("$OSLOGO_PID")
+	wait_port $OSLOGO_PORT
+	sleep 1
+	for i in $(seq 1 "$PAIRS"); do
+		for callers in 1 8; do
+			if [ $((i % 2)) = 1 ]; then
+				pair_run oslogo $OSLOGO_PORT $callers
+				pair_run rabbitmq-3.10 $RABBIT_PORT $callers
+			else
+				pair_run rabbitmq-3.10 $RABBIT_PORT $callers
+				pair_run oslogo $OSLOGO_PORT $callers
+			fi
+		done
+	done
+	kill "$OSLOGO_PID"; wait "$OSLOGO_PID" 2>/dev/null || true
+fi
 HOME=/var/lib/rabbitmq rabbitmqctl -n "$RABBIT_NODE" stop >/dev/null 2>&1 || true
 RABBIT_NODE=
 
@@ -171,3 +208,6 @@ if [ -n "${STRANGEQ_BIN:-}" ]; then
 fi
 
 ./bin/broker-loadgen -chart "$RESULTS" -png "$OUT/broker-bench.png" -ref rabbitmq-3.10 | tee "$OUT/broker-table.md"
+if [ "$PAIRS" -gt 0 ]; then
+	./bin/broker-loadgen -paired "$PAIRED" -ref rabbitmq-3.10 | tee -a "$OUT/broker-table.md"
+fi

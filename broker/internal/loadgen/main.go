@@ -61,7 +61,8 @@ var (
 	only      = flag.String("only", "", "comma-separated subset: transient,persistent,rtt,fanout,topic,memory")
 	chartIn   = flag.String("chart", "", "render this results file (JSON lines) as a PNG instead of measuring")
 	chartOut  = flag.String("png", "broker-bench.png", "PNG written by -chart")
-	chartRef  = flag.String("ref", "rabbitmq-3.10", "reference broker name for -chart ratios")
+	chartRef  = flag.String("ref", "rabbitmq-3.10", "reference broker name for -chart and -paired ratios")
+	pairedIn  = flag.String("paired", "", "print the ratios of this file of back-to-back round-trip runs (JSON lines, see bench.sh) instead of measuring")
 )
 
 func main() {
@@ -74,6 +75,12 @@ func main() {
 		// target keeps the generator's GC from eating the CPU it shares
 		// with the broker (the same setting for every broker).
 		debug.SetGCPercent(*gcPercent)
+	}
+	if *pairedIn != "" {
+		if err := pairedTable(*pairedIn, "oslogo", *chartRef); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	if *chartIn != "" {
 		if err := chart(*chartIn, *chartOut, *chartRef); err != nil {
