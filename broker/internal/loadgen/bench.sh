@@ -105,9 +105,13 @@ measure rabbitmq-3.10 "${RABBIT_PID:-0}" $RABBIT_PORT
 PAIRS=${PAIRS:-5}
 PAIRED=$OUT/broker-paired.jsonl
 : > "$PAIRED"
-pair_run() { # name port callers
-	timeout 120 ./bin/broker-loadgen -name "$1" -only rtt -callers "$3" -reps 1 -url "amqp://guest:guest@127.0.0.1:$2/" $LOADGEN_ARGS >> "$PAIRED" ||
-		echo "{\"name\":\"$1\",\"errors\":[\"paired round trips ($3 callers) failed\"]}" >> "$PAIRED"
+pair_run() { # name port callers; appends exactly one line, so pairs stay aligned
+	local out
+	out=$(timeout 120 ./bin/broker-loadgen -name "$1" -only rtt -callers "$3" -reps 1 -url "amqp://guest:guest@127.0.0.1:$2/" $LOADGEN_ARGS | tail -n 1) || true
+	case "$out" in
+	'{'*) echo "$out" >> "$PAIRED" ;;
+	*) echo "{\"name\":\"$1\",\"errors\":[\"paired round trips ($3 callers) failed\"]}" >> "$PAIRED" ;;
+	esac
 }
 if [ "$PAIRS" -gt 0 ]; then
 	echo "bench: round trips in $PAIRS back-to-back pairs" >&2
