@@ -12,6 +12,9 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -584,5 +587,63 @@ func TestConsumerPriority(t *testing.T) {
 	bad := openCh(t, c)
 	if _, err := bad.Consume("cprio", "bad", false, false, false, false, amqp.Table{"x-priority": "high"}); err == nil {
 		t.Fatal("non-integer x-priority accepted")
+	}
+}
+
+// TestRoundRobinAmongEqualConsumers: consumers of one priority (none given)
+// take turns, in registration order.
+func TestRoundRobinAmongEqualConsumers(t *testing.T) {
+	_, url := startBroker(t, nil)
+	c := dial(t, url)
+	chP := openCh(t, c)
+	if _, err := chP.QueueDeclare("rr", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, tag := range []string{"a", "b", "c"} {
+		d, err := openCh(t, c).Consume("rr", tag, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range d {
+				mu.Lock()
+				got = append(got, m.ConsumerTag+":"+string(m.Body))
+				mu.Unlock()
+			}
+		}()
+	}
+	if err := chP.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		dc, err := chP.PublishWithDeferredConfirm("", "rr", false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
+			t.Fatalf("confirm: %v", err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Close()
+	wg.Wait()
+	slices.Sort(got)
+	want := []string{"a:0", "a:3", "b:1", "b:4", "c:2", "c:5"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("deliveries %v, want %v", got, want)
 	}
 }

@@ -221,23 +221,17 @@ func (q *queue) deliverLocked(e *qentry, dls *[]deadLetter, via *conn) bool {
 		c := q.consumers[0]
 		return q.handTo(c, e, via)
 	}
-	if !q.mixedPriority {
-		for i := 0; i < n; i++ {
-			idx := (q.rr + i) % n
-			c := q.consumers[idx]
-			if q.handTo(c, e, via) {
-				q.rr = (idx + 1) % n
-				return true
-			}
-		}
-		return false
-	}
 	// Consumers are kept highest x-priority first: the message goes to the
 	// first priority group with capacity, round-robin within the group.
+	// When all share one priority the whole list is one group, found
+	// without scanning it.
 	for lo := 0; lo < n; {
-		hi := lo + 1
-		for hi < n && q.consumers[hi].priority == q.consumers[lo].priority {
-			hi++
+		hi := n
+		if q.mixedPriority {
+			hi = lo + 1
+			for hi < n && q.consumers[hi].priority == q.consumers[lo].priority {
+				hi++
+			}
 		}
 		size := hi - lo
 		start := 0
