@@ -36,6 +36,10 @@ var (
 	ErrUndeliverable = errors.New("driver: message undeliverable")
 	// ErrDeliveryFailure: the send retries were exhausted.
 	ErrDeliveryFailure = errors.New("driver: delivery failed after retries")
+	// ErrUnreachable: no connection to any broker could be made. Drivers
+	// wrap it together with ErrDeliveryFailure (retries exhausted) or
+	// ErrTimeout (the deadline passed while connecting).
+	ErrUnreachable = errors.New("driver: cannot connect to the broker")
 )
 
 // Target addresses a message. The messaging package always fills Exchange

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,20 +17,17 @@ import (
 	"go.uber.org/goleak"
 
 	_ "oslogo/driver/rabbit"
+	"oslogo/internal/testrabbit"
 	"oslogo/messaging"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testrabbit.Wrap(m))
 }
 
-// brokerURL is the private vhost scripts/setup.d/30-rabbit-vhost.sh makes.
-func brokerURL() string {
-	if u := os.Getenv("OSLOGO_RABBIT_URL"); u != "" {
-		return u
-	}
-	return "rabbit://guest:guest@127.0.0.1:5672/oslogo_test"
-}
+// brokerURL is a vhost of this test binary's own on the shared RabbitMQ,
+// deleted when the tests end.
+func brokerURL() string { return testrabbit.URL() }
 
 const python = "/usr/bin/python3"
 
@@ -576,6 +572,6 @@ func TestGoNotifierPythonListener(t *testing.T) {
 // publishers declared (they outlive the test otherwise).
 func cleanupNotificationQueues(t *testing.T, topic string) {
 	for _, p := range priorities {
-		_ = exec.Command("rabbitmqctl", "-q", "-p", "oslogo_test", "delete_queue", topic+"."+string(p)).Run()
+		_ = exec.Command("rabbitmqctl", "-q", "-p", testrabbit.Vhost(), "delete_queue", topic+"."+string(p)).Run()
 	}
 }

@@ -32,6 +32,10 @@ var (
 	// ErrDeliveryFailure is oslo's MessageDeliveryFailure: send retries
 	// were exhausted.
 	ErrDeliveryFailure = errors.New("messaging: delivery failed (MessageDeliveryFailure)")
+	// ErrUnreachable: no broker could be connected to. It comes wrapped
+	// with ErrDeliveryFailure (retries exhausted) or ErrTimeout (the
+	// deadline passed while connecting), as oslo raises those.
+	ErrUnreachable = errors.New("messaging: cannot connect to the broker")
 	// ErrInvalidTarget is oslo's InvalidTarget: a target without a topic,
 	// a call to a fanout target, or a server target without a server.
 	ErrInvalidTarget = errors.New("messaging: invalid target (InvalidTarget)")
@@ -128,6 +132,12 @@ func translate(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, driver.ErrUnreachable) && errors.Is(err, driver.ErrTimeout):
+		return fmt.Errorf("%w: %w: %w (%w)", ErrTimeout, ErrUnreachable, err, context.DeadlineExceeded)
+	case errors.Is(err, driver.ErrUnreachable) && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w: %w", ErrTimeout, ErrUnreachable, err)
+	case errors.Is(err, driver.ErrUnreachable):
+		return fmt.Errorf("%w: %w: %w", ErrDeliveryFailure, ErrUnreachable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	case errors.Is(err, driver.ErrTimeout):

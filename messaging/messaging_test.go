@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,6 +116,32 @@ func TestTranslateTimeout(t *testing.T) {
 	}
 	if !errors.Is(translate(driver.ErrUndeliverable), ErrUndeliverable) {
 		t.Error("undeliverable")
+	}
+}
+
+func TestTranslateUnreachable(t *testing.T) {
+	cases := []struct {
+		name string
+		in   error
+		want []error
+	}{
+		{"retries exhausted", fmt.Errorf("%w: %w: dial: refused", driver.ErrDeliveryFailure, driver.ErrUnreachable),
+			[]error{ErrUnreachable, ErrDeliveryFailure}},
+		{"deadline while connecting", fmt.Errorf("%w: %w", driver.ErrUnreachable, context.DeadlineExceeded),
+			[]error{ErrUnreachable, ErrTimeout, context.DeadlineExceeded}},
+		{"driver timeout while connecting", fmt.Errorf("%w: %w", driver.ErrTimeout, driver.ErrUnreachable),
+			[]error{ErrUnreachable, ErrTimeout, context.DeadlineExceeded}},
+	}
+	for _, tc := range cases {
+		got := translate(tc.in)
+		for _, w := range tc.want {
+			if !errors.Is(got, w) {
+				t.Errorf("%s: %v does not match %v", tc.name, got, w)
+			}
+		}
+	}
+	if errors.Is(translate(driver.ErrDeliveryFailure), ErrUnreachable) {
+		t.Error("a plain delivery failure matched ErrUnreachable")
 	}
 }
 

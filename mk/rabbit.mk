@@ -1,5 +1,5 @@
 # RPC over RabbitMQ: oslogo vs a bare amqp091-go loop vs Python oslo.messaging,
-# in one run on the broker at BENCH_URL (default: the oslogo_test vhost on
+# in one run on the broker at BENCH_URL (default: a vhost of its own, deleted after, on
 # 127.0.0.1:5672). Writes docs/bench/rpc-results.jsonl and docs/bench/rpc.png
 # and prints the markdown table for docs/BENCHMARKS.md.
 .PHONY: bench-rpc test-rabbit

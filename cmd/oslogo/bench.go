@@ -42,11 +42,11 @@ func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	conc := fs.Int("concurrency", 1, "concurrent callers")
 	size := fs.Int("size", 64, "payload size in bytes")
 	count := fs.Int("count", 2000, "messages to send (after a warm-up of count/10)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *conc < 1 || *count < 1 || *size < 0 {
-		return &exitError{code: 2, err: errors.New("--concurrency and --count must be >= 1, --size >= 0")}
+		return usageError(errors.New("--concurrency and --count must be >= 1, --size >= 0"))
 	}
 	payload := strings.Repeat("x", *size)
 	var res *benchResult
@@ -57,7 +57,7 @@ func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	case "bare-call", "bare-call-wire":
 		res, err = benchBare(ctx, *rawURL, *conc, *count, payload, *mode == "bare-call-wire")
 	default:
-		return &exitError{code: 2, err: fmt.Errorf("unknown --mode %q", *mode)}
+		return usageError(fmt.Errorf("unknown --mode %q", *mode))
 	}
 	if err != nil {
 		return err

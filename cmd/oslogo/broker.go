@@ -48,13 +48,13 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *profile != "" {
 		addr, stop, err := serveProfiles(*profile)
 		if err != nil {
-			return &exitError{code: 2, err: err}
+			return usageError(err)
 		}
 		defer stop()
 		fmt.Fprintf(env.stdout, "profiles on http://%s/debug/pprof/\n", addr)
@@ -64,7 +64,7 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	if *cfgFile != "" {
 		var f brokerFile
 		if _, err := toml.DecodeFile(*cfgFile, &f); err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("config file: %w", err)}
+			return usageError(fmt.Errorf("config file: %w", err))
 		}
 		if f.AMQP != "" {
 			opts.AMQPAddr = f.AMQP
@@ -109,7 +109,7 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	srv, err := broker.New(opts)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageError(err)
 	}
 	if err := srv.Start(); err != nil {
 		return err

@@ -51,7 +51,7 @@ func TestBrokerCommandBadConfig(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("users = 3"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, _ := run(t, "broker", "--config-file", bad); code != 2 {
+	if code, _, _ := run(t, "broker", "--config-file", bad); code != exitUsage {
 		t.Fatalf("bad config exit code %d", code)
 	}
 }

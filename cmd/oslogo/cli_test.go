@@ -85,11 +85,11 @@ func TestServeCallCast(t *testing.T) {
 		t.Fatalf("func_call: exit %d, %q", code, out)
 	}
 	code, _, errs := run(t, "call", "--url", url, "--topic", "T", "fail", "message=bad value")
-	if code != 1 || errs != "builtins.ValueError: bad value\n" {
+	if code != exitRemote || errs != "builtins.ValueError: bad value (via "+url+")\n" {
 		t.Fatalf("call fail: exit %d, stderr %q", code, errs)
 	}
 	code, _, errs = run(t, "call", "--url", url, "--topic", "nobody", "--timeout", "100ms", "add")
-	if code != 2 || !strings.Contains(errs, "MessagingTimeout") || strings.Count(errs, "\n") != 1 {
+	if code != exitTimeout || !strings.Contains(errs, "MessagingTimeout") || !strings.Contains(errs, "(via "+url+")") || strings.Count(errs, "\n") != 1 {
 		t.Fatalf("call timeout: exit %d, stderr %q", code, errs)
 	}
 	code, _, errs = run(t, "call", "--url", url, "--topic", "T", "nosuch")
@@ -198,15 +198,21 @@ func TestUsageErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"call", "--bogus"}, 2, "flag provided but not defined"},
-		{[]string{"call", "--url", "memory://", "add"}, 2, "--topic is required"},
-		{[]string{"call", "--url", "memory://", "--topic", "T"}, 2, "missing METHOD"},
-		{[]string{"call", "--url", "memory://", "--topic", "T", "add", "novalue"}, 2, "not key=value"},
-		{[]string{"call", "--url", "nosuch://x", "--topic", "T", "add"}, 2, "no transport for scheme"},
-		{[]string{"call", "--config-file", "/nonexistent.conf", "--topic", "T", "add"}, 2, "nonexistent.conf"},
-		{[]string{"notify", "--url", "memory://", "{}"}, 2, "--publisher-id and --event-type are required"},
-		{[]string{"notify", "--url", "memory://", "--publisher-id", "p", "--event-type", "e", "--priority", "loud"}, 2, "unknown notification priority"},
-		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"call", "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"call", "--url", "memory://", "add"}, exitUsage, "--topic is required"},
+		{[]string{"call", "--url", "memory://", "--topic", "T"}, exitUsage, "missing METHOD"},
+		{[]string{"call", "--url", "memory://", "--topic", "T", "add", "novalue"}, exitUsage, "not key=value"},
+		{[]string{"call", "--url", "nosuch://x", "--topic", "T", "add"}, exitUsage, "no transport for scheme"},
+		{[]string{"call", "--config-file", "/nonexistent.conf", "--topic", "T", "add"}, exitUsage, "nonexistent.conf"},
+		{[]string{"notify", "--url", "memory://", "{}"}, exitUsage, "--publisher-id and --event-type are required"},
+		{[]string{"notify", "--url", "memory://", "--publisher-id", "p", "--event-type", "e", "--priority", "loud"}, exitUsage, "unknown notification priority"},
+		{[]string{"frobnicate"}, exitUsage, "unknown command"},
+		{[]string{"call", "--url", "memory://", "--topic", "T", "add", "a=1", "a=2"}, exitUsage, `"a" given twice`},
+		{[]string{"call", "--url", "memory://", "--topic", "T", "add", `a={"x": 1`}, exitUsage, "looks like JSON but does not parse"},
+		{[]string{"call", "--url", "memory://", "--topic", "T", "add", `a=[1,`}, exitUsage, "looks like JSON but does not parse"},
+		{[]string{"notify", "--url", "memory://", "--publisher-id", "p", "--event-type", "e", `{"size": }`}, exitUsage, "looks like JSON but does not parse"},
+		{[]string{"call", "--url", "memory://", "--topic", "T", "--timeout", "soon", "add"}, exitUsage, "neither seconds nor a duration"},
+		{[]string{"serve", "--url", "memory://", "--topic", "T", "extra"}, exitUsage, `unexpected argument "extra"`},
 	}
 	for _, tc := range cases {
 		code, out, errs := run(t, tc.args...)
@@ -228,6 +234,57 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	if code, out, _ := run(t, "--help"); code != 0 || !strings.Contains(out, "demo") {
 		t.Errorf("--help: %d %q", code, out)
+	}
+}
+
+// TestFlagsAfterArguments: flags are taken wherever they are typed, a bare
+// timeout is seconds, and "--" ends the flags.
+func TestFlagsAfterArguments(t *testing.T) {
+	url := "memory://" + t.Name()
+	srv := background(t, "serve", "--url", url, "--topic", "T", "--server", "s1")
+	waitOutput(t, srv, "serving topic T as server s1")
+	if code, out, errs := run(t, "call", "--url", url, "add", "a=2", "--topic", "T", "b=3", "--timeout", "2"); code != 0 || out != "5\n" {
+		t.Fatalf("flags after the method: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if code, out, errs := run(t, "call", "--url", url, "--topic", "T", "echo", "--", "data=--topic"); code != 0 || out != "\"--topic\"\n" {
+		t.Fatalf("after --: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, _, errs := run(t, "call", "sleep", "--url", url, "--topic", "T", "seconds=1", "--timeout", "0.2")
+	if code != exitTimeout || !strings.Contains(errs, "MessagingTimeout") {
+		t.Fatalf("--timeout 0.2 (seconds): exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestSecondsFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"2": 2 * time.Second, "0.5": 500 * time.Millisecond, "30s": 30 * time.Second, "1m": time.Minute, "0": 0} {
+		var d time.Duration
+		if err := (secondsFlag{&d}).Set(in); err != nil || d != want {
+			t.Errorf("%q: %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "-2s", "two", ""} {
+		var d time.Duration
+		if err := (secondsFlag{&d}).Set(in); err == nil {
+			t.Errorf("%q accepted as %v", in, d)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	cases := map[string]string{
+		"rabbit://guest:secret@127.0.0.1:5672/":              "rabbit://guest:xxxxx@127.0.0.1:5672/",
+		"rabbit://u1:s1@h1:5672,u2:s2@h2:5673/vh":            "rabbit://u1:xxxxx@h1:5672,u2:xxxxx@h2:5673/vh",
+		"rabbit://u1:s1@h1,h2/":                              "rabbit://u1:xxxxx@h1,h2/",
+		"rabbit://user@h/":                                   "rabbit://user@h/",
+		"rabbit://u:pa/ss@h/vh":                              "rabbit://u:xxxxx@h/vh",
+		"rabbit://u:p,w@h1,u2:q?x@h2/?ssl=1":                 "rabbit://u:xxxxx@h1,u2:xxxxx@h2/?ssl=1",
+		"memory://TestX":                                     "memory://TestX",
+		"kombu://openstack:stack2018@10.0.0.1:5672/nova?a=b": "kombu://openstack:xxxxx@10.0.0.1:5672/nova?a=b",
+	}
+	for in, want := range cases {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -121,7 +121,7 @@ func waitFor(ch <-chan struct{}, n int, d time.Duration) bool {
 func runDemo(ctx context.Context, env *cmdEnv, args []string) error {
 	fs := newFlagSet(env, "demo", "[--url URL]")
 	url := fs.String("url", "", "transport URL to run on (default: an embedded broker on a free port)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	t := &transcript{w: env.stdout}
@@ -144,7 +144,7 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) error {
 		c.ControlExchange = exchange
 		tr, err := messaging.OpenTransport(ctx, where, c)
 		if err != nil {
-			return nil, &exitError{code: 2, err: err}
+			return nil, usageError(err)
 		}
 		return tr, nil
 	}

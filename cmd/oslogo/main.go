@@ -65,14 +65,16 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'oslogo <command> --help' for a command's flags.")
+	fmt.Fprintln(w, "Run 'oslogo <command> --help' for a command's flags. Flags may follow the")
+	fmt.Fprintln(w, "arguments. Exit codes: 1 the server raised, 2 timed out, 3 cannot connect,")
+	fmt.Fprintln(w, "64 bad usage.")
 }
 
 // runMain runs the CLI and returns the process exit code.
 func runMain(ctx context.Context, env *cmdEnv, args []string) int {
 	if len(args) == 0 {
 		usage(env.stderr)
-		return 2
+		return exitUsage
 	}
 	name := args[0]
 	if name == "-h" || name == "--help" || name == "help" {
@@ -82,7 +84,7 @@ func runMain(ctx context.Context, env *cmdEnv, args []string) int {
 	c, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(env.stderr, "oslogo: unknown command %q (run 'oslogo --help')\n", name)
-		return 2
+		return exitUsage
 	}
 	err := c.run(ctx, env, args[1:])
 	if err == nil {
@@ -132,18 +134,33 @@ func newFlagSet(env *cmdEnv, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
+// parseNoArgs is parseFlags for commands that take no positional arguments:
+// a stray one is a usage error, not silently ignored.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	positional, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 0 {
+		return usageError(fmt.Errorf("unexpected argument %q", positional[0]))
+	}
+	return nil
+}
+
 // usages holds the --help printer of each flag set.
 var usages = map[*flag.FlagSet]func(){}
 
-// parseFlags parses args, turning --help into flag.ErrHelp after printing
-// usage and any other problem into a usage error (exit 2).
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+// parseFlags parses args, flags and positional arguments in any order,
+// turning --help into flag.ErrHelp after printing usage and any other
+// problem into a usage error. The positional arguments are returned.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usages[fs]()
-			return flag.ErrHelp
+			return nil, flag.ErrHelp
 		}
-		return &exitError{code: 2, err: err}
+		return nil, usageError(err)
 	}
-	return nil
+	return positional, nil
 }

@@ -24,23 +24,27 @@ func runNotify(ctx context.Context, env *cmdEnv, args []string) error {
 	publisher := fs.String("publisher-id", "", "publisher id, e.g. compute.host1 (required)")
 	eventType := fs.String("event-type", "", "event type, e.g. volume.create.end (required)")
 	priorityName := fs.String("priority", "info", "audit, debug, info, warn, error, critical or sample")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long sending may take")
-	if err := parseFlags(fs, args); err != nil {
+	var timeout time.Duration
+	newSecondsFlag(fs, &timeout, "timeout", 30*time.Second, "how long sending may take")
+	positional, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	if *publisher == "" || *eventType == "" {
-		return &exitError{code: 2, err: errors.New("--publisher-id and --event-type are required")}
+		return usageError(errors.New("--publisher-id and --event-type are required"))
 	}
 	priority, err := messaging.ParsePriority(*priorityName)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageError(err)
 	}
-	if fs.NArg() > 1 {
-		return &exitError{code: 2, err: errors.New("one PAYLOAD_JSON argument expected (quote it)")}
+	if len(positional) > 1 {
+		return usageError(errors.New("one PAYLOAD_JSON argument expected (quote it)"))
 	}
 	var payload any = map[string]any{}
-	if fs.NArg() == 1 {
-		payload = jsonOrString(fs.Arg(0))
+	if len(positional) == 1 {
+		if payload, err = jsonOrString(positional[0]); err != nil {
+			return usageError(fmt.Errorf("PAYLOAD_JSON: %w", err))
+		}
 	}
 	tr, err := tf.openNotifications(ctx, env)
 	if err != nil {
@@ -49,11 +53,11 @@ func runNotify(ctx context.Context, env *cmdEnv, args []string) error {
 	defer tr.Close()
 	n, err := messaging.NewNotifier(tr, *publisher, messaging.WithNotifyDrivers(*driverName), messaging.WithNotifyTopics(*topic))
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageError(err)
 	}
-	sendCtx, cancel := context.WithTimeout(ctx, *timeout)
+	sendCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return classify(n.Notify(sendCtx, priority, *eventType, payload))
+	return tf.classify(n.Notify(sendCtx, priority, *eventType, payload))
 }
 
 // listenedNotification is what `oslogo listen` prints per notification.
@@ -74,8 +78,9 @@ func runListen(ctx context.Context, env *cmdEnv, args []string) error {
 	exchange := fs.String("exchange", "", "exchange (default: control_exchange)")
 	pool := fs.String("pool", "", "listener pool name (each pool gets every notification once)")
 	count := fs.Int("count", 0, "exit after this many notifications (0: until interrupted)")
-	timeout := fs.Duration("timeout", 0, "exit after this long (0: no limit); with --count, running out of time exits 2")
-	if err := parseFlags(fs, args); err != nil {
+	var timeout time.Duration
+	newSecondsFlag(fs, &timeout, "timeout", 0, "exit after this long (0: no limit); with --count, running out of time exits 2")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	tr, err := tf.openNotifications(ctx, env)
@@ -100,10 +105,10 @@ func runListen(ctx context.Context, env *cmdEnv, args []string) error {
 	l, err := messaging.NewNotificationListener(tr, []messaging.Target{{Topic: *topic, Exchange: *exchange}},
 		[]messaging.NotificationEndpoint{{Handlers: handlers}}, messaging.WithPool(*pool), messaging.WithListenerPoolSize(1), messaging.WithAllowRequeue(true))
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageError(err)
 	}
 	if err := l.Start(ctx); err != nil {
-		return err
+		return tf.classify(err)
 	}
 	defer func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -111,8 +116,8 @@ func runListen(ctx context.Context, env *cmdEnv, args []string) error {
 		l.Stop(stopCtx)
 	}()
 	var deadline <-chan time.Time
-	if *timeout > 0 {
-		t := time.NewTimer(*timeout)
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
 		defer t.Stop()
 		deadline = t.C
 	}
@@ -126,7 +131,7 @@ func runListen(ctx context.Context, env *cmdEnv, args []string) error {
 			seen++
 		case <-deadline:
 			if *count > 0 {
-				return &exitError{code: 2, err: fmt.Errorf("timed out after %v with %d of %d notifications", *timeout, seen, *count)}
+				return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %v with %d of %d notifications", timeout, seen, *count)}
 			}
 			return nil
 		case <-ctx.Done():

@@ -29,7 +29,7 @@ func (f *rpcFlags) register(fs *flag.FlagSet, withFanout bool) {
 	fs.StringVar(&f.exchange, "exchange", "", "exchange (default: control_exchange)")
 	fs.StringVar(&f.namespace, "namespace", "", "endpoint namespace")
 	fs.StringVar(&f.version, "version", "", "API version X.Y")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the result")
+	newSecondsFlag(fs, &f.timeout, "timeout", 30*time.Second, "how long to wait for the result")
 	fs.IntVar(&f.retry, "retry", 0, "connection retries before giving up (-1: forever)")
 	if withFanout {
 		fs.BoolVar(&f.fanout, "fanout", false, "cast to every server of the topic")
@@ -43,17 +43,18 @@ func (f *rpcFlags) client(tr *messaging.Transport) *messaging.RPCClient {
 }
 
 func (f *rpcFlags) parse(fs *flag.FlagSet, args []string) (method string, kwargs map[string]any, err error) {
-	if err := parseFlags(fs, args); err != nil {
+	positional, err := parseFlags(fs, args)
+	if err != nil {
 		return "", nil, err
 	}
 	if f.topic == "" {
-		return "", nil, &exitError{code: 2, err: errors.New("--topic is required")}
+		return "", nil, usageError(errors.New("--topic is required"))
 	}
-	if fs.NArg() == 0 {
-		return "", nil, &exitError{code: 2, err: errors.New("missing METHOD")}
+	if len(positional) == 0 {
+		return "", nil, usageError(errors.New("missing METHOD"))
 	}
-	kwargs, err = parseKeywordArgs(fs.Args()[1:])
-	return fs.Arg(0), kwargs, err
+	kwargs, err = parseKeywordArgs(positional[1:])
+	return positional[0], kwargs, err
 }
 
 const rpcSynopsis = "[--url URL | --config-file F] --topic T [--server S] [--exchange E] [--namespace N] [--version V] [--timeout 30s]"
@@ -73,7 +74,7 @@ func runCall(ctx context.Context, env *cmdEnv, args []string) error {
 	defer tr.Close()
 	result, err := f.client(tr).Call(ctx, method, kwargs)
 	if err != nil {
-		return classify(err)
+		return f.classify(err)
 	}
 	_, err = env.stdout.Write(append(result, '\n'))
 	return err
@@ -94,5 +95,5 @@ func runCast(ctx context.Context, env *cmdEnv, args []string) error {
 	defer tr.Close()
 	sendCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	return classify(f.client(tr).Cast(sendCtx, method, kwargs))
+	return f.classify(f.client(tr).Cast(sendCtx, method, kwargs))
 }

@@ -68,11 +68,11 @@ func runServe(ctx context.Context, env *cmdEnv, args []string) error {
 	topic := fs.String("topic", "", "topic to serve (required)")
 	server := fs.String("server", host, "server name (the T.S queue)")
 	exchange := fs.String("exchange", "", "exchange (default: control_exchange)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	if *topic == "" {
-		return &exitError{code: 2, err: fmt.Errorf("--topic is required")}
+		return usageError(fmt.Errorf("--topic is required"))
 	}
 	tr, _, err := tf.open(ctx, env)
 	if err != nil {
@@ -82,10 +82,10 @@ func runServe(ctx context.Context, env *cmdEnv, args []string) error {
 	srv, err := messaging.NewRPCServer(tr, messaging.Target{Exchange: *exchange, Topic: *topic, Server: *server},
 		[]*messaging.Endpoint{exampleEndpoint(*server, time.Now)})
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return usageError(err)
 	}
 	if err := srv.Start(ctx); err != nil {
-		return err
+		return tf.classify(err)
 	}
 	fmt.Fprintf(env.stdout, "serving topic %s as server %s on %s; Ctrl-C stops\n", *topic, *server, tr)
 	<-ctx.Done()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"oslogo/config"
 	_ "oslogo/driver/rabbit" // rabbit:// and kombu://
@@ -21,6 +20,7 @@ type transportFlags struct {
 	url         string
 	configFiles config.FileList
 	verbose     bool
+	used        string // the transport URL in effect, for error messages
 }
 
 func (tf *transportFlags) register(fs *flag.FlagSet) {
@@ -37,12 +37,12 @@ func (tf *transportFlags) load() (*config.Config, error) {
 	}
 	if len(tf.configFiles) > 0 {
 		if err := conf.LoadFiles(tf.configFiles...); err != nil {
-			return nil, &exitError{code: 2, err: err}
+			return nil, usageError(err)
 		}
 	}
 	if tf.url != "" {
 		if err := conf.Set(config.DefaultGroup, "transport_url", tf.url); err != nil {
-			return nil, &exitError{code: 2, err: err}
+			return nil, usageError(err)
 		}
 	}
 	return conf, nil
@@ -61,9 +61,10 @@ func (tf *transportFlags) open(ctx context.Context, env *cmdEnv) (*messaging.Tra
 	if err != nil {
 		return nil, nil, err
 	}
+	tf.used = transportURLOf(conf, config.DefaultGroup)
 	tr, err := messaging.OpenConfigured(ctx, conf, tf.logger(env))
 	if err != nil {
-		return nil, nil, &exitError{code: 2, err: err}
+		return nil, nil, usageError(err)
 	}
 	return tr, conf, nil
 }
@@ -80,49 +81,34 @@ func (tf *transportFlags) openNotifications(ctx context.Context, env *cmdEnv) (*
 			return nil, err
 		}
 	}
+	tf.used = transportURLOf(conf, config.NotificationsGroup)
+	if tf.used == "" {
+		tf.used = transportURLOf(conf, config.DefaultGroup)
+	}
 	tr, err := messaging.OpenNotificationTransport(ctx, conf, tf.logger(env))
 	if err != nil {
-		return nil, &exitError{code: 2, err: err}
+		return nil, usageError(err)
 	}
 	return tr, nil
 }
 
-// parseKeywordArgs turns key=value arguments into oslo keyword arguments: a
-// value that parses as JSON is that JSON (a=2 is a number), otherwise it is
-// a string.
-func parseKeywordArgs(args []string) (map[string]any, error) {
-	out := make(map[string]any, len(args))
-	for _, a := range args {
-		k, v, ok := strings.Cut(a, "=")
-		if !ok || k == "" {
-			return nil, &exitError{code: 2, err: fmt.Errorf("argument %q is not key=value", a)}
-		}
-		out[k] = jsonOrString(v)
-	}
-	return out, nil
-}
-
-func jsonOrString(v string) any {
-	var parsed any
-	if json.Unmarshal([]byte(v), &parsed) == nil {
-		return json.RawMessage(v)
-	}
-	return v
-}
-
-// classify maps a messaging error to the CLI's exit codes: 2 for a timeout,
-// 1 with "<module>.<class>: <message>" for a remote failure.
-func classify(err error) error {
+// classify maps a messaging error to the CLI's exit codes and names the
+// (redacted) URL it went through: a remote failure prints as
+// "<module>.<class>: <message>", as oslo's clients show it.
+func (tf *transportFlags) classify(err error) error {
 	var re *messaging.RemoteError
+	via := " (via " + redactURL(tf.used) + ")"
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &re):
-		return &exitError{code: 1, err: re, bare: true}
+		return &exitError{code: exitRemote, err: fmt.Errorf("%w%s", re, via), bare: true}
+	case errors.Is(err, messaging.ErrUnreachable):
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("%w%s", err, via)}
 	case errors.Is(err, messaging.ErrTimeout):
-		return &exitError{code: 2, err: err}
+		return &exitError{code: exitTimeout, err: fmt.Errorf("%w%s", err, via)}
 	}
-	return err
+	return fmt.Errorf("%w%s", err, via)
 }
 
 // writeJSON prints v as one line of JSON.
@@ -133,4 +119,16 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// transportURLOf is the transport URL a group of conf selects, with the
+// default the messaging package applies when none is set.
+func transportURLOf(conf *config.Config, group string) string {
+	if u, set := conf.Lookup(group, "transport_url"); set && u != "" {
+		return u
+	}
+	if group != config.DefaultGroup {
+		return ""
+	}
+	return messaging.DefaultTransportURL
 }

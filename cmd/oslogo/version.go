@@ -16,7 +16,7 @@ func init() {
 
 func runVersion(_ context.Context, env *cmdEnv, args []string) error {
 	fs := newFlagSet(env, "version", "")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	v := version

@@ -19,20 +19,16 @@ import (
 	"go.uber.org/goleak"
 
 	"oslogo/driver"
+	"oslogo/internal/testrabbit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testrabbit.Wrap(m))
 }
 
-// testURL is the broker of the driver tests: the private vhost that
-// scripts/setup.d/30-rabbit-vhost.sh creates.
-func testURL() string {
-	if u := os.Getenv("OSLOGO_RABBIT_URL"); u != "" {
-		return u
-	}
-	return "rabbit://guest:guest@127.0.0.1:5672/oslogo_test"
-}
+// testURL is the broker of the driver tests: a vhost of this test binary's
+// own on the shared RabbitMQ, deleted when the tests end.
+func testURL() string { return testrabbit.URL() }
 
 func openTest(t testing.TB, cfg map[string]string) *Driver {
 	t.Helper()

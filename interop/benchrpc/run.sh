@@ -3,7 +3,15 @@
 # in one run on the same broker; JSON lines to $OUT, then the table and chart.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-URL=${BENCH_URL:-rabbit://guest:guest@127.0.0.1:5672/oslogo_test}
+# Without BENCH_URL the run gets a vhost of its own, deleted at the end.
+if [ -z "${BENCH_URL:-}" ]; then
+	vhost="oslogo_bench_$$"
+	rabbitmqctl -q add_vhost "$vhost"
+	trap 'rabbitmqctl -q delete_vhost "$vhost"' EXIT
+	rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+	BENCH_URL="rabbit://guest:guest@127.0.0.1:5672/$vhost"
+fi
+URL=$BENCH_URL
 COUNT=${BENCH_COUNT:-3000}
 PYCOUNT=${BENCH_PYCOUNT:-1500}
 SIZE=${BENCH_SIZE:-64}
