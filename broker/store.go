@@ -754,7 +754,7 @@ func (st *store) recover() error {
 				}
 			}
 			if status != recOK {
-				if at := intactRecordAfter(data, off); at >= 0 {
+				if at := intactRecordAfter(data, off, maxID); at >= 0 {
 					return fmt.Errorf("broker: recover: %s: unreadable record at offset %d, intact records from offset %d on: "+
 						"the segment is corrupt, not torn by a crash; refusing to start rather than drop the records after it "+
 						"(restore the file, or truncate it to %d bytes to start without them)", path, off, at, off)
@@ -854,9 +854,28 @@ func (st *store) recover() error {
 
 // intactRecordAfter returns the offset of the first intact, decodable
 // record starting after off in b, or -1: whether an unreadable record at
-// off is a torn end or damage in the middle.
-func intactRecordAfter(b []byte, off int) int {
+// off is a torn end or damage in the middle. maxID is the largest id read
+// before off. A candidate is checksummed only if its type, length and id
+// are plausible: ids grow by one per enqueue record, so none after off
+// exceeds maxID by more than the records that fit. Without that filter a
+// large torn message of random bytes would cost a checksum at almost
+// every offset.
+func intactRecordAfter(b []byte, off int, maxID uint64) int {
+	const minEnqueue = 8 + 1 + 8 + 2 + 1 + 1 + 4 // header, type, id, key length, two empty shortstrs, props length
+	limit := maxID + uint64(len(b)-off)/minEnqueue + 2
 	for i := off + 1; i+8+9 <= len(b); i++ {
+		n := binary.BigEndian.Uint32(b[i:])
+		if n < 9 || int64(n) > int64(len(b)-i-8) {
+			continue
+		}
+		switch t := b[i+8]; {
+		case t == 'A' && n == 9, (t == 'E' || t == 'M') && n > 9+2:
+		default:
+			continue
+		}
+		if id := binary.BigEndian.Uint64(b[i+9:]); id == 0 || id > limit {
+			continue
+		}
 		if p, _, status := parseRecord(b, i); status == recOK {
 			if _, _, ok := decodeRecord(p); ok {
 				return i

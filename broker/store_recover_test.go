@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +144,43 @@ func TestRecoveryRefusesCorruptionInTheMiddle(t *testing.T) {
 	shutdown(t, s)
 	if err == nil || strings.Contains(err.Error(), "pid") {
 		t.Fatalf("second start: %v, want the same corruption error", err)
+	}
+}
+
+func frameRecord(b, payload []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(payload, crcTable))
+	return append(b, payload...)
+}
+
+// TestIntactRecordAfter: what decides torn end against corruption. After
+// a bad record, a following intact record is found; random bytes (a large
+// message cut short) and zeros (pages never written) are not taken for
+// one.
+func TestIntactRecordAfter(t *testing.T) {
+	remove := func(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'A'}, id) }
+	random := make([]byte, 1<<20)
+	if _, err := rand.Read(random); err != nil {
+		t.Fatal(err)
+	}
+	withNext := frameRecord(nil, remove(7))
+	withNext[10] ^= 1 // record 0 now fails its checksum
+	next := len(withNext)
+	withNext = frameRecord(withNext, remove(8))
+	cases := []struct {
+		name  string
+		data  []byte
+		maxID uint64
+		want  int
+	}{
+		{"bad record then an intact one", withNext, 8, next},
+		{"random bytes", random, 1000, -1},
+		{"zeros", make([]byte, 1<<16), 1000, -1},
+		{"bad record then a record with an impossible id", frameRecord([]byte{0, 0, 0, 1}, remove(1<<40)), 5, -1},
+	}
+	for _, c := range cases {
+		if got := intactRecordAfter(c.data, 0, c.maxID); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
 	}
 }
