@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -53,8 +54,8 @@ func TestDataDirLockedInProcess(t *testing.T) {
 		shutdown(t, first)
 		t.Fatal("second broker started on a data directory in use")
 	}
-	if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
-		t.Fatalf("error %q does not name the holder's pid %d", err, os.Getpid())
+	if !errors.Is(err, ErrDataDirLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("error %q is not ErrDataDirLocked naming the holder's pid %d", err, os.Getpid())
 	}
 	shutdown(t, second)
 	// The first broker still works and its data is intact.
