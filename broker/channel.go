@@ -73,6 +73,10 @@ type channel struct {
 	pending    []uint8
 	pendingOff int
 	lastAcked  uint64
+	// confirmsOff: the channel is closed. Confirms the store still owes
+	// it are dropped: sent, they would reach a channel reopened with the
+	// same number and confirm that channel's publishes early.
+	confirmsOff bool
 }
 
 // routeCache remembers the last routing decision; topology changes bump
@@ -155,6 +159,9 @@ func (ch *channel) channelError(e *amqpError) {
 
 // release cancels consumers and requeues unacknowledged messages.
 func (ch *channel) release() {
+	ch.confirmMu.Lock()
+	ch.confirmsOff = true
+	ch.confirmMu.Unlock()
 	ch.mu.Lock()
 	ch.closed = true
 	consumers := ch.consumers
@@ -406,13 +413,15 @@ func (ch *channel) finishPublish() *amqpError {
 		ch.txOps = append(ch.txOps, txOp{msg: m, mandatory: ch.pubMandatory})
 		return nil
 	}
-	ch.routeAndEnqueue(m, ch.pubEx, ch.pubMandatory, seq)
-	return nil
+	return ch.routeAndEnqueue(m, ch.pubEx, ch.pubMandatory, seq)
 }
 
 // routeAndEnqueue routes m, returns it when unroutable and mandatory, and
-// records its confirm state.
-func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq uint64) {
+// records its confirm state. A persistent message for a durable queue
+// while the store cannot write is refused: nacked in confirm mode,
+// otherwise 506 RESOURCE_ERROR (a connection error), so the publisher
+// learns it was not kept.
+func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq uint64) *amqpError {
 	vh := ch.vh
 	var queues []*queue
 	v := vh.version.Load()
@@ -442,7 +451,14 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 		if seq != 0 {
 			ch.setConfirm(seq, 1)
 		}
-		return
+		return nil
+	}
+	if st := ch.conn.srv.store; m.persistent && st != nil && st.refusing() && anyDurable(queues) {
+		if seq == 0 {
+			return errf(amqp091.ResourceError, "message store cannot write: persistent message not accepted")
+		}
+		ch.setConfirm(seq, 2)
+		return nil
 	}
 	var now int64
 	stored := false
@@ -456,7 +472,7 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 		rejected = rejected || !acc
 	}
 	if seq == 0 {
-		return
+		return nil
 	}
 	switch {
 	case rejected:
@@ -466,16 +482,35 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 	default:
 		ch.setConfirm(seq, 1)
 	}
+	return nil
 }
 
-// onSynced is called by the store once a persisted message is on disk.
-func (ch *channel) onSynced(seq uint64) {
-	ch.setConfirm(seq, 1)
+func anyDurable(queues []*queue) bool {
+	for _, q := range queues {
+		if q.durable {
+			return true
+		}
+	}
+	return false
+}
+
+// onSynced is called by the store once a persisted message is on disk
+// (ok), or when writing it failed.
+func (ch *channel) onSynced(seq uint64, ok bool) {
+	state := uint8(1)
+	if !ok {
+		state = 2
+	}
+	ch.setConfirm(seq, state)
 	ch.flushConfirms()
 }
 
 func (ch *channel) setConfirm(seq uint64, state uint8) {
 	ch.confirmMu.Lock()
+	if ch.confirmsOff {
+		ch.confirmMu.Unlock()
+		return
+	}
 	if i := int(seq-ch.confirmed) - 1 + ch.pendingOff; i >= ch.pendingOff && i < len(ch.pending) {
 		ch.pending[i] = state
 	}
@@ -487,6 +522,9 @@ func (ch *channel) setConfirm(seq uint64, state uint8) {
 func (ch *channel) flushConfirms() {
 	ch.confirmMu.Lock()
 	defer ch.confirmMu.Unlock()
+	if ch.confirmsOff {
+		return
+	}
 	var ackUpTo uint64
 	for ch.pendingOff < len(ch.pending) {
 		st := ch.pending[ch.pendingOff]

@@ -147,10 +147,15 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			if ex == nil {
 				continue
 			}
-			ch.routeAndEnqueue(op.msg, ex, op.mandatory, 0)
+			if err := ch.routeAndEnqueue(op.msg, ex, op.mandatory, 0); err != nil {
+				return err
+			}
 		}
 		if st := ch.conn.srv.store; st != nil {
-			st.syncNow()
+			if err := st.syncNow(); err != nil {
+				ch.conn.log.Error("tx.commit failed: message store cannot write", "err", err)
+				return errf(amqp091.InternalError, "message store cannot write: transaction not committed")
+			}
 		}
 		ch.conn.send(ch.id, &amqp091.TxCommitOk{})
 		return nil
@@ -233,6 +238,12 @@ func (ch *channel) exchangeDeclare(m *amqp091.ExchangeDeclare) *amqpError {
 		if e.autoDelete != m.AutoDelete {
 			return errf(amqp091.PreconditionFailed, "inequivalent arg 'auto_delete' for exchange '%s' in vhost '%s': received '%v' but current is '%v'", m.Exchange, vh.name, m.AutoDelete, e.autoDelete)
 		}
+		if e.durable {
+			// An earlier declaration's definitions write may have failed.
+			if err := vh.srv.syncDefinitions(false); err != nil {
+				return err
+			}
+		}
 		if !m.NoWait {
 			ch.conn.send(ch.id, &amqp091.ExchangeDeclareOk{})
 		}
@@ -247,7 +258,9 @@ func (ch *channel) exchangeDeclare(m *amqp091.ExchangeDeclare) *amqpError {
 	vh.bump()
 	vh.mu.Unlock()
 	if e.durable {
-		vh.srv.saveDefinitions()
+		if err := vh.srv.syncDefinitions(true); err != nil {
+			return err
+		}
 	}
 	if !m.NoWait {
 		ch.conn.send(ch.id, &amqp091.ExchangeDeclareOk{})
@@ -280,7 +293,9 @@ func (ch *channel) exchangeDelete(m *amqp091.ExchangeDelete) *amqpError {
 	vh.removeExchangeLocked(e)
 	vh.mu.Unlock()
 	if e.durable {
-		vh.srv.saveDefinitions()
+		if err := vh.srv.syncDefinitions(true); err != nil {
+			return err
+		}
 	}
 	if !m.NoWait {
 		ch.conn.send(ch.id, &amqp091.ExchangeDeleteOk{})
@@ -338,8 +353,10 @@ func (ch *channel) exchangeBind(dst, src, key string, args amqp091.Table, noWait
 	}
 	vh.bump()
 	vh.mu.Unlock()
-	if changed && s.durable && d.durable {
-		vh.srv.saveDefinitions()
+	if s.durable && d.durable {
+		if err := vh.srv.syncDefinitions(changed); err != nil {
+			return err
+		}
 	}
 	if !noWait {
 		if bind {
@@ -410,6 +427,12 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 		if err := q.equivalent(spec); err != nil {
 			return err
 		}
+		if q.durable {
+			// An earlier declaration's definitions write may have failed.
+			if err := vh.srv.syncDefinitions(false); err != nil {
+				return err
+			}
+		}
 	} else {
 		var err *amqpError
 		q, err = vh.newQueue(spec, ch.conn)
@@ -424,7 +447,9 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 			ch.conn.exclusive = append(ch.conn.exclusive, q)
 		}
 		if q.durable {
-			vh.srv.saveDefinitions()
+			if err := vh.srv.syncDefinitions(true); err != nil {
+				return err
+			}
 		}
 	}
 	q.mu.Lock()
@@ -482,8 +507,10 @@ func (ch *channel) queueBind(qname, exname, key string, args amqp091.Table, noWa
 	}
 	vh.bump()
 	vh.mu.Unlock()
-	if changed && q.durable && e.durable {
-		vh.srv.saveDefinitions()
+	if q.durable && e.durable {
+		if err := vh.srv.syncDefinitions(changed); err != nil {
+			return err
+		}
 	}
 	if bind {
 		if !noWait {
@@ -521,6 +548,11 @@ func (ch *channel) queueDelete(m *amqp091.QueueDelete) *amqpError {
 		return errf(amqp091.PreconditionFailed, "queue '%s' in vhost '%s' is not empty", q.name, ch.vh.name)
 	}
 	n := ch.vh.deleteQueue(q, "deleted by client")
+	if q.durable {
+		if err := ch.vh.srv.syncDefinitions(false); err != nil {
+			return err
+		}
+	}
 	if !m.NoWait {
 		ch.conn.send(ch.id, &amqp091.QueueDeleteOk{MessageCount: uint32(n)})
 	}

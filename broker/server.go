@@ -31,8 +31,9 @@ type Server struct {
 	users     map[string]*user
 	vhosts    map[string]*vhost
 
-	store *store
-	defMu sync.Mutex
+	store   *store
+	storeIO storeIO // tests only: faults between the store and its files
+	defMu   sync.Mutex
 
 	connID       atomic.Uint64
 	shuttingDown atomic.Bool

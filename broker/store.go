@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
@@ -31,7 +32,9 @@ import (
 //
 // Appends go to an in-memory buffer under store.mu; one goroutine writes
 // and fsyncs batches (group commit) and only then confirms the publishes
-// waiting on them. A segment is deleted when it and every older segment
+// waiting on them. A failed write or fsync nacks them instead, cuts the
+// segment back to its last synced record and keeps the batch for a retry;
+// until a retry succeeds, persistent publishes are refused. A segment is deleted when it and every older segment
 // hold no live message, so a remove record never outlives the enqueue it
 // cancels. Compaction keeps one long-lived message from pinning every
 // later segment: when the oldest segment is mostly dead, its live records
@@ -52,7 +55,8 @@ type segment struct {
 	live    int      // live records held: native ids and copies moved in
 	records int      // enqueue records written ('E' and 'M')
 	native  []uint64 // bit id-firstID: a native id still live here
-	f       *os.File
+	f       segmentFile
+	size    int64 // bytes of intact, synced records; the sync goroutine's
 	// safeAfter: the flush that writes the copies compaction made of this
 	// segment's live records; it may be deleted only after that flush.
 	safeAfter uint64
@@ -77,6 +81,25 @@ func (s *segment) clearNative(id uint64) bool {
 	}
 	s.native[i/64] &^= 1 << (i % 64)
 	return true
+}
+
+// segmentFile is what the store needs of a segment file; *os.File is one.
+type segmentFile interface {
+	Write(p []byte) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+// storeIO puts faults between the store and its files in tests; the zero
+// value is the real file system.
+type storeIO struct {
+	// wrapSegment wraps each segment file the store opens for writing.
+	wrapSegment func(path string, f segmentFile) segmentFile
+	// writeDefinitions replaces the atomic rewrite of definitions.json.
+	writeDefinitions func(path string, data []byte) error
+	// retryInterval replaces the pause before retrying a failed write.
+	retryInterval time.Duration
 }
 
 type chunk struct {
@@ -111,25 +134,53 @@ type store struct {
 	syncCond   *sync.Cond
 	synced     uint64 // generation of completed syncs
 	gen        uint64 // generation of requested syncs
+
+	lock       *os.File // holds the data directory's flock until close
+	retryEvery time.Duration
+	// failed: the last flush failed; its records wait in chunks for a
+	// retry. broken: the failed segment could not be cut back either, so
+	// nothing more is written until restart.
+	failed    error
+	broken    bool
+	unhealthy atomic.Bool // failed or broken; read by publishers without mu
+	defsDirty bool        // guarded by srv.defMu: the last definitions write failed
 }
+
+// retryEvery is the pause between attempts to write records after a
+// failed write or fsync.
+const retryEvery = time.Second
+
+// ErrDataDirLocked is returned by Start when another broker, in this
+// process or another, has the data directory open.
+var ErrDataDirLocked = errors.New("broker: data directory in use by another broker")
 
 func openStore(srv *Server, dir string) (*store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "msgs"), 0o750); err != nil {
 		return nil, fmt.Errorf("broker: data dir: %w", err)
 	}
+	// Locked before anything is read: recovery truncates and deletes files.
+	lock, err := lockDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	st := &store{srv: srv, dir: dir, nextID: 1, kick: make(chan struct{}, 1), done: make(chan struct{}),
-		moved: map[uint64]*segment{}, segLimit: segmentLimit}
+		moved: map[uint64]*segment{}, segLimit: segmentLimit, lock: lock, retryEvery: retryEvery}
 	if srv.opts.segmentLimit > 0 {
 		st.segLimit = srv.opts.segmentLimit
 	}
+	if d := srv.storeIO.retryInterval; d > 0 {
+		st.retryEvery = d
+	}
 	st.syncCond = sync.NewCond(&st.mu)
-	if err := srv.loadDefinitions(); err != nil {
-		return nil, err
+	err = srv.loadDefinitions()
+	if err == nil {
+		err = st.recover()
 	}
-	if err := st.recover(); err != nil {
-		return nil, err
+	if err == nil {
+		err = st.newSegment()
 	}
-	if err := st.newSegment(); err != nil {
+	if err != nil {
+		st.closeFiles()
 		return nil, err
 	}
 	st.wg.Add(1)
@@ -146,13 +197,25 @@ func (st *store) newSegment() error {
 	if n := len(st.segs); n > 0 {
 		num = st.segs[n-1].num + 1
 	}
-	f, err := os.OpenFile(st.segPath(num), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	f, err := st.openSegment(st.segPath(num), os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("broker: segment: %w", err)
 	}
 	st.segs = append(st.segs, &segment{num: num, firstID: st.nextID, f: f})
 	st.curBytes = 0
 	return nil
+}
+
+// openSegment opens a segment for appending; flag adds to O_WRONLY|O_APPEND.
+func (st *store) openSegment(path string, flag int) (segmentFile, error) {
+	f, err := os.OpenFile(path, flag|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if w := st.srv.storeIO.wrapSegment; w != nil {
+		return w(path, f), nil
+	}
+	return f, nil
 }
 
 // appendRecord frames payload onto the current chunk. Caller holds st.mu.
@@ -229,26 +292,50 @@ func (st *store) remove(_ *queue, id uint64) {
 	st.signal()
 }
 
-// afterSync confirms seq on ch once everything appended so far is on disk.
+// afterSync confirms seq on ch once everything appended so far is on
+// disk, or nacks it when that fails. While the store is failing it nacks
+// at once: the records may be in the batch that failed.
 func (st *store) afterSync(ch *channel, seq uint64) {
 	st.mu.Lock()
+	if st.failed != nil {
+		st.mu.Unlock()
+		ch.onSynced(seq, false)
+		return
+	}
 	st.waiters = append(st.waiters, syncWaiter{ch: ch, seq: seq})
 	st.mu.Unlock()
 	st.signal()
 }
 
-// syncNow blocks until everything appended so far is on disk (tx.commit).
-func (st *store) syncNow() {
+// refusing reports whether persistent publishes are refused because the
+// store cannot write.
+func (st *store) refusing() bool { return st.unhealthy.Load() }
+
+// syncNow blocks until everything appended so far is on disk (tx.commit);
+// it fails when the store cannot write.
+func (st *store) syncNow() error {
 	st.mu.Lock()
+	if st.failed != nil {
+		err := st.failed
+		st.mu.Unlock()
+		return err
+	}
 	st.gen++
 	want := st.gen
 	st.mu.Unlock()
 	st.signal()
 	st.mu.Lock()
-	for st.synced < want && !st.closed {
+	defer st.mu.Unlock()
+	for st.synced < want && !st.closed && st.failed == nil {
 		st.syncCond.Wait()
 	}
-	st.mu.Unlock()
+	switch {
+	case st.synced >= want:
+		return nil
+	case st.failed != nil:
+		return st.failed
+	}
+	return ErrServerClosed
 }
 
 func (st *store) signal() {
@@ -260,15 +347,29 @@ func (st *store) signal() {
 
 func (st *store) syncLoop() {
 	defer st.wg.Done()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		stop := false
-		select {
-		case <-st.kick:
-		case <-st.done:
-			stop = true
-		}
-		if d := st.srv.opts.SyncInterval; d > 0 && !stop {
-			time.Sleep(d)
+		if st.retrying() {
+			// Kicks wait for the retry; new persistent publishes are
+			// refused meanwhile, so only removes accumulate.
+			retry.Reset(st.retryEvery)
+			select {
+			case <-retry.C:
+			case <-st.done:
+				stop = true
+			}
+		} else {
+			select {
+			case <-st.kick:
+			case <-st.done:
+				stop = true
+			}
+			if d := st.srv.opts.SyncInterval; d > 0 && !stop {
+				time.Sleep(d)
+			}
 		}
 		st.flush()
 		if stop {
@@ -277,9 +378,24 @@ func (st *store) syncLoop() {
 	}
 }
 
+func (st *store) retrying() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.failed != nil && !st.broken
+}
+
 // flush writes buffered records, fsyncs, then releases confirms.
 func (st *store) flush() {
 	st.mu.Lock()
+	if st.broken {
+		waiters := st.waiters
+		st.waiters, st.chunks = nil, nil
+		st.mu.Unlock()
+		for _, w := range waiters {
+			w.ch.onSynced(w.seq, false)
+		}
+		return
+	}
 	st.flushSeq++
 	seq := st.flushSeq
 	chunks := st.chunks
@@ -288,22 +404,20 @@ func (st *store) flush() {
 	st.waiters = nil
 	gen := st.gen
 	st.mu.Unlock()
-	touched := map[*segment]bool{}
-	for _, c := range chunks {
-		if _, err := c.seg.f.Write(c.data); err != nil {
-			st.srv.log.Error("segment write failed", "err", err)
-		}
-		touched[c.seg] = true
-	}
-	for s := range touched {
-		if err := s.f.Sync(); err != nil {
-			st.srv.log.Error("segment fsync failed", "err", err)
-		}
+	written, bad, err := writeChunks(chunks)
+	if err != nil {
+		st.writeFailed(chunks[written:], bad, waiters, err)
+		return
 	}
 	for _, w := range waiters {
-		w.ch.onSynced(w.seq)
+		w.ch.onSynced(w.seq, true)
 	}
 	st.mu.Lock()
+	if st.failed != nil {
+		st.failed = nil
+		st.unhealthy.Store(false)
+		st.srv.log.Warn("message store writes again: persistent publishes accepted")
+	}
 	if len(chunks) > 0 && cap(chunks[len(chunks)-1].data) <= 8<<20 {
 		st.spare = chunks[len(chunks)-1].data[:0]
 	}
@@ -330,6 +444,85 @@ func (st *store) flush() {
 	}
 	if victim != nil {
 		go st.compact(victim)
+	}
+}
+
+// writeChunks appends chunks to their segments in order, fsyncing each
+// segment before it writes to the next, so that after a crash only the
+// segment written last can end in a torn record. It returns how many
+// chunks are on disk and, on failure, the segment that failed.
+func writeChunks(chunks []chunk) (int, *segment, error) {
+	for i := 0; i < len(chunks); {
+		s := chunks[i].seg
+		var n int64
+		var err error
+		j := i
+		for ; j < len(chunks) && chunks[j].seg == s; j++ {
+			w, werr := s.f.Write(chunks[j].data)
+			n += int64(w)
+			if werr == nil && w < len(chunks[j].data) {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				err = fmt.Errorf("write: %w", werr)
+				break
+			}
+		}
+		if err == nil {
+			if serr := s.f.Sync(); serr != nil {
+				err = fmt.Errorf("fsync: %w", serr)
+			}
+		}
+		if err != nil {
+			return i, s, err
+		}
+		s.size += n
+		i = j
+	}
+	return len(chunks), nil, nil
+}
+
+// writeFailed handles a failed flush. The failed segment is cut back to
+// its last synced record, so nothing is ever appended after a torn one;
+// the publishes waiting on the flush get basic.nack; the records not on
+// disk wait for a retry, and persistent publishes are refused until one
+// succeeds. If the segment cannot be cut back, nothing more is written
+// until restart (recovery cuts the torn tail then).
+func (st *store) writeFailed(unwritten []chunk, bad *segment, waiters []syncWaiter, err error) {
+	// An fsync error may have dropped written pages: only bad.size bytes
+	// are known to be on disk.
+	cutErr := bad.f.Truncate(bad.size)
+	if cutErr == nil {
+		cutErr = bad.f.Sync()
+	}
+	st.mu.Lock()
+	again := st.failed != nil
+	st.failed = err
+	st.unhealthy.Store(true)
+	// Waiters that came after the batch was taken may have records in it.
+	waiters = append(waiters, st.waiters...)
+	st.waiters = nil
+	if cutErr != nil {
+		st.broken = true
+		st.chunks = nil
+	} else {
+		st.chunks = append(append([]chunk(nil), unwritten...), st.chunks...)
+	}
+	st.syncCond.Broadcast()
+	st.mu.Unlock()
+	seg := st.segPath(bad.num)
+	switch {
+	case cutErr != nil:
+		st.srv.log.Error("message store failed and the segment cannot be cut back to its last intact record: no more persistent messages are accepted until restart",
+			"segment", seg, "offset", bad.size, "err", err, "cut_err", cutErr, "nacked", len(waiters))
+	case again:
+		st.srv.log.Debug("message store write retry failed", "segment", seg, "err", err)
+	default:
+		st.srv.log.Error("message store write failed: segment cut back to its last intact record, waiting publishes nacked, persistent publishes refused until a retry succeeds",
+			"segment", seg, "offset", bad.size, "err", err, "nacked", len(waiters), "retry_every", st.retryEvery)
+	}
+	for _, w := range waiters {
+		w.ch.onSynced(w.seq, false)
 	}
 }
 
@@ -390,41 +583,76 @@ func (st *store) compact(s *segment) {
 	}
 }
 
-// readRecords calls fn with the payload of each intact record of r until
-// the end, a torn or corrupt record, or fn returning false. The payload is
-// only valid during the call.
+// readRecords calls fn with the payload of each record of r until the
+// end or fn returning false; a torn or corrupt record is an error. The
+// payload is only valid during the call.
 func readRecords(r io.Reader, fn func(payload []byte) bool) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var buf []byte
+	var off int64
 	for {
 		var hdr [8]byte
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return err
+			return fmt.Errorf("record at offset %d: %w", off, err)
 		}
 		n := binary.BigEndian.Uint32(hdr[:4])
-		if n > 1<<30 {
-			return nil
+		if n < 9 || n > maxRecord {
+			return fmt.Errorf("record at offset %d: impossible length %d", off, n)
 		}
 		if cap(buf) < int(n) {
 			buf = make([]byte, n)
 		}
 		payload := buf[:n]
 		if _, err := io.ReadFull(br, payload); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
-			}
-			return err
+			return fmt.Errorf("record at offset %d: %w", off, err)
 		}
 		if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
-			return nil
+			return fmt.Errorf("record at offset %d: checksum mismatch", off)
 		}
 		if !fn(payload) {
 			return nil
 		}
+		off += 8 + int64(n)
 	}
+}
+
+type recStatus int
+
+const (
+	recOK   recStatus = iota
+	recEnd            // the data ends where the record would start
+	recTorn           // the data ends inside the record
+	recBad            // impossible length or wrong checksum
+)
+
+// maxRecord bounds a record's payload: a message at the largest size
+// Options allow, with its routing data.
+const maxRecord = 1 << 30
+
+// parseRecord reads the record starting at off in b.
+func parseRecord(b []byte, off int) (payload []byte, next int, status recStatus) {
+	rest := len(b) - off
+	if rest == 0 {
+		return nil, off, recEnd
+	}
+	if rest < 8 {
+		return nil, off, recTorn
+	}
+	n := binary.BigEndian.Uint32(b[off:])
+	if n < 9 || n > maxRecord {
+		return nil, off, recBad
+	}
+	if int64(rest-8) < int64(n) {
+		return nil, off, recTorn
+	}
+	p := b[off+8 : off+8+int(n)]
+	if crc32.Checksum(p, crcTable) != binary.BigEndian.Uint32(b[off+4:]) {
+		return nil, off, recBad
+	}
+	return p, off + 8 + int(n), recOK
 }
 
 func pendingFor(chunks []chunk, s *segment) bool {
@@ -448,10 +676,28 @@ func (st *store) close() {
 	st.mu.Lock()
 	st.closed = true
 	st.syncCond.Broadcast()
-	for _, s := range st.segs {
-		_ = s.f.Close()
+	var unwritten int
+	for _, c := range st.chunks {
+		unwritten += len(c.data)
 	}
 	st.mu.Unlock()
+	if unwritten > 0 {
+		st.srv.log.Error("message store closed with records it could not write", "bytes", unwritten)
+	}
+	st.closeFiles()
+}
+
+// closeFiles closes the segments and releases the data directory.
+func (st *store) closeFiles() {
+	for _, s := range st.segs {
+		if s.f != nil {
+			_ = s.f.Close()
+		}
+	}
+	if st.lock != nil {
+		_ = st.lock.Close()
+		st.lock = nil
+	}
 }
 
 type recovered struct {
@@ -460,8 +706,12 @@ type recovered struct {
 }
 
 // recover replays the segments into the durable queues loaded from the
-// definitions. A torn record at a segment's end (a crash mid-write) ends
-// that segment's replay.
+// definitions. A segment that ends in an unreadable record with nothing
+// intact after it ends in a torn write (a crash mid-write): the torn bytes
+// are cut off and logged. An unreadable record followed by intact ones is
+// corruption, not a torn write: recovery refuses to start, naming the
+// segment and offset, rather than drop the later records (enqueues lost,
+// removes undone). Segments are only cut once every one has been read.
 func (st *store) recover() error {
 	files, err := filepath.Glob(filepath.Join(st.dir, "msgs", "*.seg"))
 	if err != nil {
@@ -470,13 +720,18 @@ func (st *store) recover() error {
 	sort.Strings(files)
 	live := map[uint64]recovered{}
 	holder := map[uint64]*segment{} // the segment holding a live id's latest record
+	type cut struct {
+		path      string
+		off, size int
+	}
+	var cuts []cut
 	var maxID uint64
 	for _, path := range files {
 		var num uint64
 		if _, err := fmt.Sscanf(filepath.Base(path), "%016d.seg", &num); err != nil {
 			continue
 		}
-		f, err := os.Open(path)
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("broker: recover: %w", err)
 		}
@@ -484,18 +739,35 @@ func (st *store) recover() error {
 		// before; copies moved in ('M') carry older ids.
 		seg := &segment{num: num, firstID: maxID + 1}
 		firstNative := true
-		var decodeErr bool
-		err = readRecords(f, func(payload []byte) bool {
-			id, rec, ok := decodeRecord(payload)
-			if !ok {
-				decodeErr = true
-				return false
+		off := 0
+		for {
+			payload, next, status := parseRecord(data, off)
+			if status == recEnd {
+				break
 			}
+			var id uint64
+			var rec *recovered
+			if status == recOK {
+				var ok bool
+				if id, rec, ok = decodeRecord(payload); !ok {
+					status = recBad
+				}
+			}
+			if status != recOK {
+				if at := intactRecordAfter(data, off, maxID); at >= 0 {
+					return fmt.Errorf("broker: recover: %s: unreadable record at offset %d, intact records from offset %d on: "+
+						"the segment is corrupt, not torn by a crash; refusing to start rather than drop the records after it "+
+						"(restore the file, or truncate it to %d bytes to start without them)", path, off, at, off)
+				}
+				cuts = append(cuts, cut{path: path, off: off, size: len(data)})
+				break
+			}
+			off = next
 			maxID = max(maxID, id)
 			if rec == nil {
 				delete(live, id)
 				delete(holder, id)
-				return true
+				continue
 			}
 			if payload[0] == 'E' && firstNative {
 				seg.firstID, firstNative = id, false
@@ -503,16 +775,15 @@ func (st *store) recover() error {
 			seg.records++
 			live[id] = *rec
 			holder[id] = seg
-			return true
-		})
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("broker: recover %s: %w", path, err)
 		}
-		if decodeErr {
-			st.srv.log.Warn("recovery stopped at an unreadable record", "segment", num)
-		}
+		seg.size = int64(off)
 		st.segs = append(st.segs, seg)
+	}
+	for _, c := range cuts {
+		if err := cutFile(c.path, int64(c.off)); err != nil {
+			return fmt.Errorf("broker: recover: cutting the torn end of %s: %w", c.path, err)
+		}
+		st.srv.log.Warn("recovery cut a torn record off the end of a segment", "segment", c.path, "offset", c.off, "bytes", c.size-c.off)
 	}
 	st.nextID = maxID + 1
 	// Messages of queues that are gone are dead: not counted, not copied.
@@ -553,7 +824,7 @@ func (st *store) recover() error {
 			_ = os.Remove(st.segPath(seg.num))
 			continue
 		}
-		f, err := os.OpenFile(st.segPath(seg.num), os.O_WRONLY|os.O_APPEND, 0o640)
+		f, err := st.openSegment(st.segPath(seg.num), 0)
 		if err != nil {
 			return err
 		}
@@ -579,6 +850,55 @@ func (st *store) recover() error {
 		st.srv.log.Info("recovered persistent messages", "count", n)
 	}
 	return nil
+}
+
+// intactRecordAfter returns the offset of the first intact, decodable
+// record starting after off in b, or -1: whether an unreadable record at
+// off is a torn end or damage in the middle. maxID is the largest id read
+// before off. A candidate is checksummed only if its type, length and id
+// are plausible: ids grow by one per enqueue record, so none after off
+// exceeds maxID by more than the records that fit. Without that filter a
+// large torn message of random bytes would cost a checksum at almost
+// every offset.
+func intactRecordAfter(b []byte, off int, maxID uint64) int {
+	const minEnqueue = 8 + 1 + 8 + 2 + 1 + 1 + 4 // header, type, id, key length, two empty shortstrs, props length
+	limit := maxID + uint64(len(b)-off)/minEnqueue + 2
+	for i := off + 1; i+8+9 <= len(b); i++ {
+		n := binary.BigEndian.Uint32(b[i:])
+		if n < 9 || int64(n) > int64(len(b)-i-8) {
+			continue
+		}
+		switch t := b[i+8]; {
+		case t == 'A' && n == 9, (t == 'E' || t == 'M') && n > 9+2:
+		default:
+			continue
+		}
+		if id := binary.BigEndian.Uint64(b[i+9:]); id == 0 || id > limit {
+			continue
+		}
+		if p, _, status := parseRecord(b, i); status == recOK {
+			if _, _, ok := decodeRecord(p); ok {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// cutFile truncates path to size and makes that durable.
+func cutFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func decodeRecord(p []byte) (uint64, *recovered, bool) {
@@ -666,11 +986,34 @@ func decTable(s string) (amqp091.Table, error) {
 	return t, r.Err()
 }
 
+// syncDefinitions writes the durable topology after a change, or when an
+// earlier write failed (so a repeated declaration retries it). A failure
+// is answered with 541 INTERNAL_ERROR: the client must not take the
+// declaration for saved. The change itself stays in memory and is written
+// with the next successful save.
+func (s *Server) syncDefinitions(changed bool) *amqpError {
+	if s.store == nil {
+		return nil
+	}
+	if !changed {
+		s.defMu.Lock()
+		dirty := s.store.defsDirty
+		s.defMu.Unlock()
+		if !dirty {
+			return nil
+		}
+	}
+	if err := s.saveDefinitions(); err != nil {
+		return errf(amqp091.InternalError, "durable definitions could not be written to disk")
+	}
+	return nil
+}
+
 // saveDefinitions rewrites the durable topology atomically. It is called
 // after each durable change, without vhost locks held.
-func (s *Server) saveDefinitions() {
+func (s *Server) saveDefinitions() error {
 	if s.store == nil {
-		return
+		return nil
 	}
 	s.defMu.Lock()
 	defer s.defMu.Unlock()
@@ -712,11 +1055,17 @@ func (s *Server) saveDefinitions() {
 	}
 	data, err := json.MarshalIndent(d, "", " ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(s.opts.DataDir, "definitions.json"), data)
+		write := writeFileAtomic
+		if w := s.storeIO.writeDefinitions; w != nil {
+			write = w
+		}
+		err = write(filepath.Join(s.opts.DataDir, "definitions.json"), data)
 	}
+	s.store.defsDirty = err != nil
 	if err != nil {
-		s.log.Error("cannot save definitions", "err", err)
+		s.log.Error("cannot save definitions: durable declarations since the last save are answered with 541 until a save succeeds", "err", err)
 	}
+	return err
 }
 
 func writeFileAtomic(path string, data []byte) error {
@@ -725,25 +1074,27 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp) // a partial file only takes space
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	err = d.Sync()
+	_ = d.Close()
+	return err
 }
 
 func (s *Server) loadDefinitions() error {
