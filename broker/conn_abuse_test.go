@@ -423,6 +423,7 @@ func TestShutdownManyIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 2000
+	ensureNofile(t, 2*n+256) // two descriptors per connection here
 	conns := make([]*rawConn, n)
 	for i := range conns {
 		conns[i] = rawOpen(t, tcpDial(t, s), nil, 0)

@@ -31,6 +31,23 @@ func setNofile(t *testing.T, pid int, n uint64) {
 	}
 }
 
+// ensureNofile raises this process's soft RLIMIT_NOFILE to need if it is
+// lower, and fails the test if the hard limit does not allow it.
+func ensureNofile(t *testing.T, need uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= need {
+		return
+	}
+	lim.Cur = min(need, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < need {
+		t.Fatalf("need %d descriptors, RLIMIT_NOFILE allows %d (%v)", need, lim.Cur, err)
+	}
+}
+
 // TestAcceptSurvivesEMFILE runs a broker process whose descriptor limit is
 // just above what it uses, connects until its Accept fails with EMFILE,
 // lets those clients go and expects a new client to be served: the accept
