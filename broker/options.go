@@ -54,10 +54,11 @@ type Options struct {
 	// (RabbitMQ's handshake_timeout, 10 s by default); a client still
 	// in the handshake then has its socket closed.
 	HandshakeTimeout time.Duration
-	// WriteTimeout is how long a client may take no data at all while the
-	// broker has output for it; then the connection is closed (a
-	// nats-server style write deadline). Meanwhile, once a connection's
-	// unwritten output passes 4 MiB, the broker stops reading from it.
+	// WriteTimeout is how long the broker may be unable to write anything
+	// to a client's socket (its buffers full: the client is not reading)
+	// before it closes the connection, as nats-server's write deadline.
+	// Meanwhile, once a connection's unwritten output passes 4 MiB, the
+	// broker stops reading from that client.
 	WriteTimeout time.Duration
 	// SyncInterval delays fsync so more writes share it; 0 syncs as soon
 	// as the previous sync ends (group commit).
