@@ -215,12 +215,13 @@ func (c *conn) writeMethodNow(ch uint16, m amqp091.Method) error {
 }
 
 func (c *conn) readMethodNow(want amqp091.Method) error {
+	// Heartbeats are skipped in a loop: a client may send any number.
 	f, err := c.fr.ReadFrame()
+	for err == nil && f.Type == amqp091.FrameHeartbeat && f.Channel == 0 {
+		f, err = c.fr.ReadFrame()
+	}
 	if err != nil {
 		return err
-	}
-	if f.Type == amqp091.FrameHeartbeat {
-		return c.readMethodNow(want)
 	}
 	if f.Type != amqp091.FrameMethod || f.Channel != 0 {
 		return errors.New("expected a method frame on channel 0")

@@ -466,3 +466,39 @@ func TestShutdownManyIdleConnections(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHeartbeatFloodDuringHandshake: heartbeats before connection.start-ok
+// are skipped one after another. They used to be skipped by recursion, one
+// stack frame each, so that a client sending millions of them overflowed
+// the stack and crashed the broker process; here one million of them must
+// not grow the stacks in use by more than 32 MiB, and the handshake then
+// completes.
+func TestHeartbeatFloodDuringHandshake(t *testing.T) {
+	s, url := startBroker(t, func(o *Options) { o.HandshakeTimeout = time.Minute })
+	nc := tcpDial(t, s)
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(time.Minute))
+	r := &rawConn{t: t, nc: nc, fr: amqp091.NewFrameReader(bufio.NewReader(nc), 1<<20)}
+	r.write(amqp091.ProtocolHeader)
+	r.expect(&amqp091.ConnectionStart{})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	stackBefore := ms.StackInuse
+	beats := make([]byte, 0, 8<<20)
+	for len(beats)+8 <= cap(beats) {
+		beats = amqp091.AppendHeartbeat(beats)
+	}
+	r.write(beats) // 1 M heartbeats
+	r.send(0, &amqp091.ConnectionStartOk{Mechanism: "PLAIN", Response: "\x00guest\x00guest", Locale: "en_US"})
+	r.expect(&amqp091.ConnectionTune{})
+	// Every heartbeat has been read; a grown stack has not shrunk yet
+	// (that takes garbage collections).
+	runtime.ReadMemStats(&ms)
+	if grown := int64(ms.StackInuse) - int64(stackBefore); grown > 32<<20 {
+		t.Fatalf("stacks grew by %d MiB while the broker skipped heartbeats", grown>>20)
+	}
+	r.send(0, &amqp091.ConnectionTuneOk{ChannelMax: 10, FrameMax: 4096})
+	r.send(0, &amqp091.ConnectionOpen{VirtualHost: "/"})
+	r.expect(&amqp091.ConnectionOpenOk{})
+	stillServes(t, url)
+}
