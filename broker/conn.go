@@ -3,11 +3,13 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,14 +22,34 @@ import (
 // a connection until its writer catches up.
 const outHighWater = 1 << 20
 
+// outReadStop is the output backlog above which a connection's reader stops
+// reading from its client until the writer catches up: replies, confirms
+// and basic.return are produced by the client's own input, so a client
+// that sends but never reads is slowed to the pace it reads at (and
+// disconnected after WriteTimeout without progress) instead of growing the
+// broker's memory.
+const outReadStop = 4 << 20
+
+// writeChunk is the most a net.Conn write (TLS, pipes) is given at once, so
+// that the write deadline measures progress rather than the whole backlog.
+const writeChunk = 64 << 10
+
+// errStuckPeer ends a connection whose client took no output for
+// WriteTimeout.
+var errStuckPeer = errors.New("client stopped reading")
+
 type conn struct {
 	srv *Server
 	nc  net.Conn
 	// sock is nc's socket, read and written with raw system calls (see
 	// package rawsock), or nil (TLS, in-process pipes) to use nc.
 	sock *rawsock.Socket
-	id   uint64
-	log  *slog.Logger
+	// inlineOK: a reader may write this socket on its own goroutine. Not
+	// for TLS: a tls.Conn whose write hit a deadline is broken for good,
+	// so no short deadline may bound such a write.
+	inlineOK bool
+	id       uint64
+	log      *slog.Logger
 
 	br  *bufio.Reader
 	fr  *amqp091.FrameReader
@@ -58,6 +80,27 @@ type conn struct {
 	stalled   map[*queue]struct{}
 	flushDone bool // writer has exited; drop further output
 	flushing  bool // a goroutine is writing a swapped-out buffer
+	// pending is the size of the buffer being written (flushing), counted
+	// with out against outReadStop; written under outMu.
+	pending atomic.Int64
+	// closeSent: connection.close went out (protocol error or shutdown);
+	// there is never a second one.
+	closeSent bool
+	// drained is signalled after every write and when the writer ends, for
+	// a reader waiting for the backlog to fall below outReadStop.
+	drained chan struct{}
+	// finalBy (unix ns, 0 if unset) caps write deadlines once the
+	// connection is ending.
+	finalBy atomic.Int64
+	// drainInput: the input stream is out of step (a frame error), so
+	// the reader cannot wait for close-ok; cleanup discards what the
+	// client still sends, briefly, so closing does not reset the
+	// connection before the client reads connection.close.
+	drainInput bool
+	// admitted: counted in Server.open (MaxConnections).
+	admitted bool
+	// running: the handshake is over and the writer runs.
+	running atomic.Bool
 	// batching is set while the reader processes frames already buffered;
 	// output produced meanwhile is flushed at the end of the batch, often
 	// inline by the reader, saving a wake-up of the writer goroutine.
@@ -81,8 +124,11 @@ type conn struct {
 func newConn(srv *Server, nc net.Conn, id uint64) *conn {
 	c := &conn{srv: srv, nc: nc, id: id, log: srv.log.With("conn", id),
 		frameMax: srv.opts.FrameMax, channelMax: srv.opts.ChannelMax,
-		channels: map[uint16]*channel{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		channels: map[uint16]*channel{}, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		drained: make(chan struct{}, 1)}
 	c.sock = rawsock.Of(nc)
+	_, isTLS := nc.(*tls.Conn)
+	c.inlineOK = !isTLS
 	var r io.Reader = nc
 	if c.sock != nil {
 		r = c.sock
@@ -101,6 +147,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.writerWG.Add(1)
+	c.running.Store(true)
 	go c.writeLoop()
 	err := c.readLoop()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrClosedPipe) {
@@ -110,17 +157,41 @@ func (c *conn) serve() {
 
 func (c *conn) cleanup() {
 	// Stop the writer after it flushes what is queued (close-ok, errors).
+	// The reader may have ended inside a batch: wake the writer directly.
+	c.batching.Store(false)
 	c.outMu.Lock()
 	c.closeOut = true
 	c.outMu.Unlock()
-	c.signal()
+	c.wakeWriter()
 	close(c.done)
-	// A client that stopped reading must not hold the writer forever.
-	_ = c.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	// A client that stopped reading must not hold the writer for long.
+	final := time.Now().Add(2 * time.Second)
+	c.finalBy.Store(final.UnixNano())
+	_ = c.nc.SetWriteDeadline(final)
 	c.writerWG.Wait()
+	if c.drainInput {
+		c.discardInput(final)
+	}
 	_ = c.nc.Close()
 	c.releaseChannels()
+	c.outMu.Lock()
+	c.out, c.spare, c.flushDone = nil, nil, true
+	c.outMu.Unlock()
 	c.srv.removeConn(c)
+}
+
+// discardInput half-closes the socket and reads what the client still
+// sends until it closes or until the deadline: closing a socket with
+// unread input resets the connection, and the client could lose the
+// connection.close still in its receive buffer.
+func (c *conn) discardInput(deadline time.Time) {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = tc.CloseWrite()
+	_ = tc.SetReadDeadline(deadline)
+	_, _ = io.Copy(io.Discard, io.LimitReader(tc, 16<<20))
 }
 
 // releaseChannels ends every channel (requeueing unacknowledged messages,
@@ -144,12 +215,13 @@ func (c *conn) writeMethodNow(ch uint16, m amqp091.Method) error {
 }
 
 func (c *conn) readMethodNow(want amqp091.Method) error {
+	// Heartbeats are skipped in a loop: a client may send any number.
 	f, err := c.fr.ReadFrame()
+	for err == nil && f.Type == amqp091.FrameHeartbeat && f.Channel == 0 {
+		f, err = c.fr.ReadFrame()
+	}
 	if err != nil {
 		return err
-	}
-	if f.Type == amqp091.FrameHeartbeat {
-		return c.readMethodNow(want)
 	}
 	if f.Type != amqp091.FrameMethod || f.Channel != 0 {
 		return errors.New("expected a method frame on channel 0")
@@ -268,7 +340,7 @@ func (c *conn) handshake() error {
 	}
 	c.vh = vh
 	if !c.srv.admit(c) {
-		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - connection limit reached")
+		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - connection refused: node connection limit ("+strconv.Itoa(c.srv.opts.MaxConnections)+") is reached")
 	}
 	return c.writeMethodNow(0, &amqp091.ConnectionOpenOk{})
 }
@@ -360,13 +432,14 @@ func (c *conn) flushInline() {
 		c.outMu.Unlock()
 		return
 	}
-	if len(c.out) > inlineLimit || c.batching.Load() {
+	if len(c.out) > inlineLimit || c.batching.Load() || !c.inlineOK {
 		c.outMu.Unlock()
 		c.wakeWriter()
 		return
 	}
 	c.flushing = true
 	buf := c.out
+	c.pending.Store(int64(len(buf)))
 	c.out = c.spare[:0]
 	c.spare = nil
 	c.outLen.Store(0)
@@ -392,6 +465,7 @@ func (c *conn) flushInline() {
 	}
 	c.outMu.Lock()
 	c.flushing = false
+	c.pending.Store(0)
 	if blocked {
 		rest := append(buf[n:len(buf):len(buf)], c.out...)
 		c.out = rest
@@ -407,6 +481,7 @@ func (c *conn) flushInline() {
 		c.outMu.Unlock()
 		_ = c.nc.Close()
 		c.wakeWriter()
+		c.signalDrained()
 		return
 	}
 	if c.spare == nil && cap(buf) <= 4<<20 {
@@ -417,8 +492,51 @@ func (c *conn) flushInline() {
 	if more {
 		c.wakeWriter()
 	}
+	c.signalDrained()
 	for q := range stalled {
 		q.dispatch(nil)
+	}
+}
+
+func (c *conn) signalDrained() {
+	select {
+	case c.drained <- struct{}{}:
+	default:
+	}
+}
+
+// backlog is the output not yet taken by the socket.
+func (c *conn) backlog() int64 {
+	return c.outLen.Load() + c.pending.Load()
+}
+
+// waitForRoom is the reader's back-pressure: while the output backlog is
+// above outReadStop it reads nothing more from the client. It returns
+// false when the writer gave up (the client took nothing for
+// WriteTimeout) or the connection is ending.
+func (c *conn) waitForRoom() bool {
+	c.flushConfirms()
+	c.endBatch()
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c.outMu.Lock()
+		over, dead := c.backlog() > outReadStop, c.flushDone
+		c.outMu.Unlock()
+		if dead {
+			return false
+		}
+		if !over {
+			return true
+		}
+		c.wakeWriter()
+		// drained comes after every write; the timer only guards
+		// against a wake-up lost to a writer that was busy.
+		select {
+		case <-c.drained:
+		case <-t.C:
+			t.Reset(100 * time.Millisecond)
+		}
 	}
 }
 
@@ -491,6 +609,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		buf := c.out
+		c.pending.Store(int64(len(buf)))
 		c.out = c.spare[:0]
 		c.spare = nil
 		c.outLen.Store(0)
@@ -501,42 +620,87 @@ func (c *conn) writeLoop() {
 		c.outMu.Unlock()
 		if len(buf) > 0 {
 			wrote = true
-			if _, err := c.write(buf); err != nil {
+			if err := c.write(buf); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && c.finalBy.Load() == 0 {
+					c.log.Info("client took no data for the write timeout, closing", "timeout", c.srv.opts.WriteTimeout)
+				}
 				c.outMu.Lock()
 				c.flushing = false
+				c.pending.Store(0)
 				c.flushDone = true
 				c.out = nil
 				c.outMu.Unlock()
 				_ = c.nc.Close()
+				c.signalDrained()
 				return
 			}
 		}
 		c.outMu.Lock()
 		c.flushing = false
+		c.pending.Store(0)
 		if c.spare == nil && cap(buf) <= 4<<20 {
 			c.spare = buf[:0]
 		}
 		if closeAfter && len(c.out) == 0 {
 			c.flushDone = true
 			c.outMu.Unlock()
+			c.signalDrained()
 			return
 		}
 		if len(c.out) > 0 || c.closeOut {
 			c.wakeWriter()
 		}
 		c.outMu.Unlock()
+		c.signalDrained()
 		for q := range stalled {
 			q.dispatch(nil)
 		}
 	}
 }
 
-// write writes buf whole, waiting for the peer as long as it takes.
-func (c *conn) write(buf []byte) (int, error) {
-	if c.sock != nil {
-		return c.sock.Write(buf)
+// write writes buf whole, waiting for the client as long as it keeps
+// taking data: it fails once the client took nothing for WriteTimeout (as
+// nats-server's write deadline), or at the deadline cleanup set.
+func (c *conn) write(buf []byte) error {
+	for len(buf) > 0 {
+		if c.sock != nil {
+			// No deadline timer while the socket takes everything.
+			n, blocked, err := c.sock.TryWrite(buf)
+			buf = buf[n:]
+			if err != nil || !blocked {
+				return err
+			}
+			_ = c.nc.SetWriteDeadline(c.writeDeadline())
+			n, err = c.sock.Write(buf)
+			// A deadline left in the past would fail the next TryWrite.
+			_ = c.nc.SetWriteDeadline(time.Time{})
+			buf = buf[n:]
+			if err != nil && (n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) || c.finalBy.Load() != 0) {
+				return err
+			}
+			continue
+		}
+		// A timed-out tls.Conn cannot be written again: each chunk gets a
+		// fresh deadline and the first timeout ends the connection.
+		chunk := buf[:min(len(buf), writeChunk)]
+		_ = c.nc.SetWriteDeadline(c.writeDeadline())
+		n, err := c.nc.Write(chunk)
+		buf = buf[n:]
+		if err != nil {
+			return err
+		}
 	}
-	return c.nc.Write(buf)
+	return nil
+}
+
+// writeDeadline is WriteTimeout from now, or cleanup's final deadline if
+// that is sooner.
+func (c *conn) writeDeadline() time.Time {
+	d := time.Now().Add(c.srv.opts.WriteTimeout)
+	if f := c.finalBy.Load(); f != 0 && f < d.UnixNano() {
+		return time.Unix(0, f)
+	}
+	return d
 }
 
 // connError closes the connection with a hard error.
@@ -546,7 +710,28 @@ func (c *conn) connError(e *amqpError) {
 	}
 	c.closing = true
 	c.log.Info("connection error", "code", e.code, "text", e.text)
-	c.send(0, &amqp091.ConnectionClose{ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID})
+	c.sendClose(&amqp091.ConnectionClose{ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID})
+}
+
+// sendClose queues connection.close unless one was sent already (a
+// protocol error racing with shutdown gets one close, as from RabbitMQ).
+func (c *conn) sendClose(m *amqp091.ConnectionClose) {
+	c.outMu.Lock()
+	if !c.closeSent && !c.flushDone {
+		c.closeSent = true
+		c.out = amqp091.AppendMethodFrame(c.out, 0, m)
+		c.outLen.Store(int64(len(c.out)))
+	}
+	c.outMu.Unlock()
+	c.signal()
+}
+
+// closeWasSent reports whether connection.close went out, from this
+// reader or from Shutdown.
+func (c *conn) closeWasSent() bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.closeSent
 }
 
 func (c *conn) readLoop() error {
@@ -557,6 +742,9 @@ func (c *conn) readLoop() error {
 			case c.closing:
 				if closeDeadline.IsZero() {
 					closeDeadline = time.Now().Add(5 * time.Second)
+					if f := c.finalBy.Load(); f != 0 && f < closeDeadline.UnixNano() {
+						closeDeadline = time.Unix(0, f) // Shutdown's grace
+					}
 				}
 				_ = c.nc.SetReadDeadline(closeDeadline)
 			case c.heartbeat > 0:
@@ -571,17 +759,18 @@ func (c *conn) readLoop() error {
 		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			if errors.Is(err, amqp091.ErrFrameTooLarge) {
+			if errors.Is(err, amqp091.ErrFrameTooLarge) || errors.Is(err, amqp091.ErrMalformed) {
+				// What follows cannot be framed: no close-ok can be read.
 				c.connError(errf(amqp091.FrameError, "%v", err))
-				return err
-			}
-			if errors.Is(err, amqp091.ErrMalformed) {
-				c.connError(errf(amqp091.FrameError, "%v", err))
-				return err
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing {
+				c.drainInput = true
+			} else if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing && !c.closeWasSent() {
 				c.log.Info("missed heartbeats from client, closing")
 			}
+			// The batch the previous frames opened must end here, or its
+			// output (this connection.close) would wait for a wake-up
+			// that no one sends.
+			c.flushConfirms()
+			c.endBatch()
 			return err
 		}
 		c.batching.Store(true)
@@ -595,16 +784,28 @@ func (c *conn) readLoop() error {
 			c.endBatch()
 		}
 		if c.srv.shuttingDown.Load() && !c.closing {
-			c.connError(errf(amqp091.ConnectionForced, "broker forced connection closure with reason 'shutdown'"))
+			// Shutdown sent connection.close 320 (hangup); wait for
+			// close-ok as after any close.
+			c.closing = true
+			c.sendClose(&amqp091.ConnectionClose{ReplyCode: amqp091.ConnectionForced, ReplyText: shutdownText})
+		}
+		if c.backlog() > outReadStop && !c.waitForRoom() {
+			return errStuckPeer
 		}
 	}
 }
+
+const shutdownText = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
 
 // handleFrame processes one frame; it reports whether the connection is
 // finished.
 func (c *conn) handleFrame(f amqp091.Frame) bool {
 	switch f.Type {
 	case amqp091.FrameHeartbeat:
+		if f.Channel != 0 {
+			// As RabbitMQ: heartbeats belong to channel 0.
+			c.connError(errf(amqp091.UnexpectedFrame, "heartbeat frame on channel %d", f.Channel))
+		}
 		return false
 	case amqp091.FrameMethod, amqp091.FrameHeader, amqp091.FrameBody:
 	default:
@@ -679,7 +880,7 @@ func (c *conn) handleConnMethod(p []byte) bool {
 		c.send(0, &amqp091.ConnectionCloseOk{})
 		return true
 	case *amqp091.ConnectionCloseOk:
-		return c.closing
+		return c.closing || c.closeWasSent()
 	case *amqp091.ConnectionBlocked, *amqp091.ConnectionUnblocked:
 		return false
 	default:
@@ -711,11 +912,16 @@ func (c *conn) waitUnblocked() {
 		c.blockedSent = true
 		c.send(0, &amqp091.ConnectionBlocked{Reason: "low on memory"})
 	}
+	// This runs inside a batch, whose output waits for its end: flush it
+	// now (connection.blocked, earlier replies) instead of after the wait.
+	c.flushConfirms()
+	c.endBatch()
 	s.alarmMu.Lock()
 	for s.alarm.Load() && !s.shuttingDown.Load() {
 		s.alarmCond.Wait()
 	}
 	s.alarmMu.Unlock()
+	c.batching.Store(true)
 	if c.blockedSent {
 		c.blockedSent = false
 		c.send(0, &amqp091.ConnectionUnblocked{})

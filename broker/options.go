@@ -42,14 +42,24 @@ type Options struct {
 	ChannelMax uint16
 	// MaxMessageSize bounds a message body (RabbitMQ's 128 MiB default).
 	MaxMessageSize int
-	// MaxConnections bounds open connections; 0 means no limit.
+	// MaxConnections bounds open connections; 0 means no limit. A client
+	// over the limit is refused at connection.open with connection.close
+	// 530 NOT_ALLOWED, as RabbitMQ refuses over its node connection limit.
 	MaxConnections int
 	// MemoryHighWatermark is the number of bytes of queued message bodies
 	// above which publishing connections are blocked (connection.blocked);
 	// 0 disables the alarm.
 	MemoryHighWatermark int64
-	// HandshakeTimeout bounds the time from accept to connection.open.
+	// HandshakeTimeout bounds the time from accept to connection.open
+	// (RabbitMQ's handshake_timeout, 10 s by default); a client still
+	// in the handshake then has its socket closed.
 	HandshakeTimeout time.Duration
+	// WriteTimeout is how long the broker may be unable to write anything
+	// to a client's socket (its buffers full: the client is not reading)
+	// before it closes the connection, as nats-server's write deadline.
+	// Meanwhile, once a connection's unwritten output passes 4 MiB, the
+	// broker stops reading from that client.
+	WriteTimeout time.Duration
 	// SyncInterval delays fsync so more writes share it; 0 syncs as soon
 	// as the previous sync ends (group commit).
 	SyncInterval time.Duration
@@ -97,6 +107,7 @@ func DefaultOptions() Options {
 		MaxMessageSize:      128 << 20,
 		MemoryHighWatermark: 1 << 30,
 		HandshakeTimeout:    10 * time.Second,
+		WriteTimeout:        30 * time.Second,
 		ProductName:         "RabbitMQ",
 		ProductVersion:      "3.10.8",
 	}
@@ -119,6 +130,9 @@ func (o *Options) Validate() error {
 	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = d.WriteTimeout
 	}
 	if o.Heartbeat < 0 || o.Heartbeat > 65535*time.Second {
 		return fmt.Errorf("broker: Heartbeat %v out of range", o.Heartbeat)

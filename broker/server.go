@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
@@ -41,6 +42,11 @@ type Server struct {
 	alarm        atomic.Bool
 	alarmMu      sync.Mutex
 	alarmCond    *sync.Cond
+
+	// quit is closed by Shutdown: it ends the accept loops' back-off.
+	quit chan struct{}
+	// open counts connections past connection.open (MaxConnections).
+	open atomic.Int64
 }
 
 // New validates opts and returns a Server; it does no I/O.
@@ -49,7 +55,8 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "broker"), conns: map[*conn]struct{}{},
-		ready: make(chan struct{}), users: map[string]*user{}, vhosts: map[string]*vhost{}}
+		ready: make(chan struct{}), users: map[string]*user{}, vhosts: map[string]*vhost{},
+		quit: make(chan struct{})}
 	s.alarmCond = sync.NewCond(&s.alarmMu)
 	loop := map[string]bool{}
 	for _, n := range opts.LoopbackUsers {
@@ -167,18 +174,38 @@ func (s *Server) InProcessConn() (net.Conn, error) {
 	return client, nil
 }
 
+// acceptLoop serves ln until Shutdown closes it. Other Accept errors
+// (out of file descriptors, out of memory, an aborted connection) do not
+// end it: it waits, doubling the pause from 5 ms to 1 s as net/http's
+// Serve does, and tries again, so the broker takes new clients as soon as
+// descriptors are free again.
 func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.wg.Done()
+	var pause time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			if pause == 0 {
+				pause = 5 * time.Millisecond
+			} else {
+				pause = min(2*pause, time.Second)
+			}
+			if pause == time.Second || !isTransientAccept(err) {
+				s.log.Warn("accept failed, retrying", "err", err, "pause", pause)
+			}
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+				continue
+			case <-s.quit:
+				t.Stop()
+				return
+			}
 		}
+		pause = 0
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
@@ -203,17 +230,37 @@ func (s *Server) serveLocked(nc net.Conn) {
 	}()
 }
 
-// admit enforces MaxConnections once a connection is authenticated.
+// isTransientAccept reports the Accept errors that are expected to pass
+// (they are retried quietly until the pause reaches its maximum).
+func isTransientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// admit enforces MaxConnections at connection.open, as RabbitMQ enforces
+// its node connection limit: connections still in the handshake do not
+// count, so they cannot make an admitted client's reconnect fail.
 func (s *Server) admit(c *conn) bool {
 	if s.opts.MaxConnections == 0 {
 		return true
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns) <= s.opts.MaxConnections
+	if s.open.Add(1) > int64(s.opts.MaxConnections) {
+		s.open.Add(-1)
+		return false
+	}
+	c.admitted = true
+	return true
 }
 
 func (s *Server) removeConn(c *conn) {
+	if c.admitted {
+		s.open.Add(-1)
+	}
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
@@ -267,6 +314,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.ready)
 	}
 	s.shuttingDown.Store(true)
+	close(s.quit)
 	for _, ln := range s.listeners {
 		_ = ln.Close()
 	}
@@ -290,9 +338,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// Out of time: every socket closes now, which ends every reader
+		// and writer at once.
 		err = ctx.Err()
 		for _, c := range conns {
 			_ = c.nc.Close()
+			c.wakeWriter()
 		}
 		<-done
 	}
@@ -316,25 +367,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// hangup sends connection.close and closes the socket once it is flushed.
+// hangup sends connection.close 320 and bounds what is left of the
+// connection by shutdownGrace: the client has until then to take the
+// close and answer close-ok, then its socket closes. A connection still in
+// the handshake is closed at once, as RabbitMQ does.
 func (c *conn) hangup() {
-	c.outMu.Lock()
-	if !c.flushDone {
-		c.out = amqp091.AppendMethodFrame(c.out, 0, &amqp091.ConnectionClose{ReplyCode: amqp091.ConnectionForced, ReplyText: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"})
-	}
-	c.outMu.Unlock()
-	c.signal()
-	// The reader is blocked on the socket; a short grace lets the client
-	// read the close before the socket goes.
-	c.srv.wg.Add(1)
-	go func() {
-		defer c.srv.wg.Done()
-		t := time.NewTimer(200 * time.Millisecond)
-		defer t.Stop()
-		select {
-		case <-c.done:
-		case <-t.C:
-		}
+	c.sendClose(&amqp091.ConnectionClose{ReplyCode: amqp091.ConnectionForced, ReplyText: shutdownText})
+	if !c.running.Load() {
 		_ = c.nc.Close()
-	}()
+		return
+	}
+	final := time.Now().Add(shutdownGrace)
+	c.finalBy.CompareAndSwap(0, final.UnixNano())
+	// The reader may be parked on the socket, blocked by back-pressure or
+	// inside a batch, and the writer on a client that stopped reading:
+	// deadlines end both waits, and the writer is woken directly.
+	_ = c.nc.SetDeadline(final)
+	c.wakeWriter()
 }
+
+// shutdownGrace is how long Shutdown gives each client to read
+// connection.close and answer close-ok.
+const shutdownGrace = 2 * time.Second
