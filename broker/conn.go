@@ -711,6 +711,10 @@ func (c *conn) waitUnblocked() {
 		c.blockedSent = true
 		c.send(0, &amqp091.ConnectionBlocked{Reason: "low on memory"})
 	}
+	// The reader stops here mid-batch: flush what the batch produced
+	// (connection.blocked, earlier confirms) now, not after the alarm.
+	c.flushConfirms()
+	c.endBatch()
 	s.alarmMu.Lock()
 	for s.alarm.Load() && !s.shuttingDown.Load() {
 		s.alarmCond.Wait()
