@@ -47,6 +47,14 @@ type Config struct {
 	HeartbeatRate    int           // heartbeat_rate
 	DirectMandatory  bool          // direct_mandatory_flag
 	CancelOnFailover bool          // enable_cancel_on_failover
+
+	// ConnectTimeout bounds one connection attempt to one host: TCP
+	// connect, TLS and AMQP handshakes, opening the channels, and the
+	// close handshake. Not an oslo option: oslo.messaging leaves kombu's
+	// connect_timeout at its default, 5 s, which py-amqp applies to the TCP
+	// connect and to each read of the AMQP handshake. Set it as
+	// connect_timeout (seconds, fractions allowed).
+	ConnectTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults of oslo.messaging 14.0.3.
@@ -66,6 +74,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout: 60,
 		HeartbeatRate:    2,
 		DirectMandatory:  true,
+		ConnectTimeout:   5 * time.Second,
 	}
 }
 
@@ -105,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTimeout < 0 || c.HeartbeatRate < 1 {
 		errs = append(errs, errors.New("heartbeat_timeout_threshold must be >= 0 and heartbeat_rate >= 1"))
+	}
+	if c.ConnectTimeout <= 0 {
+		errs = append(errs, errors.New("connect_timeout must be > 0"))
 	}
 	return errors.Join(errs...)
 }
@@ -150,6 +162,7 @@ var optionSetters = map[string]func(c *Config, v string) error{
 	"heartbeat_rate":                       intOpt(func(c *Config) *int { return &c.HeartbeatRate }),
 	"direct_mandatory_flag":                boolOpt(func(c *Config) *bool { return &c.DirectMandatory }),
 	"enable_cancel_on_failover":            boolOpt(func(c *Config) *bool { return &c.CancelOnFailover }),
+	"connect_timeout":                      floatSecOpt(func(c *Config) *time.Duration { return &c.ConnectTimeout }),
 }
 
 // OptionNames lists every option name ParseConfig accepts, sorted.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,12 +127,62 @@ func (d *dialer) failed(h Host) {
 	}
 }
 
-// coalesceWrites gathers concurrent publishers' writes (coalescingConn).
-const coalesceWrites = true
-
-// dial opens one connection to the current host, failing over on error.
+// dial opens a connection for purpose (see dialSession).
 func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, error) {
-	h := d.pick()
+	conn, _, err := d.dialSession(ctx, purpose, nil)
+	return conn, err
+}
+
+// dialSession opens a connection, trying each host of the URL once in
+// failover order with no wait in between (kombu's failover within one
+// cycle), and runs setup (if any) on it. Each attempt, setup included,
+// ends after connect_timeout, at ctx's deadline or when ctx is cancelled.
+// It returns the connection's socket too, the publish gate of a send
+// connection.
+func (d *dialer) dialSession(ctx context.Context, purpose string, setup func(*amqp.Connection) error) (*amqp.Connection, *coalescingConn, error) {
+	var errs dialErrors
+	for range len(d.hosts) {
+		h := d.pick()
+		conn, sock, err := d.dialHost(ctx, h, purpose, setup)
+		if err == nil {
+			return conn, sock, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return nil, nil, errs[0]
+	}
+	return nil, nil, errs
+}
+
+// dialErrors are the failures of one pass over the hosts.
+type dialErrors []error
+
+func (e dialErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e dialErrors) Unwrap() []error { return e }
+
+// dialHost opens one connection to h. The TCP connect, the TLS and AMQP
+// handshakes and setup share one deadline, connect_timeout from now (or
+// ctx's, if sooner): a host that accepts and never answers costs that
+// long, then failover moves on. Cancelling ctx closes the socket, which
+// ends any step in progress.
+func (d *dialer) dialHost(ctx context.Context, h Host, purpose string, setup func(*amqp.Connection) error) (*amqp.Connection, *coalescingConn, error) {
+	deadline := time.Now().Add(d.cfg.ConnectTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	cfg := amqp.Config{
 		Vhost:      d.vhost,
 		ChannelMax: 16,
@@ -156,19 +207,26 @@ func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, er
 	default:
 		cfg.SASL = []amqp.Authentication{&amqp.AMQPlainAuth{Username: h.Username, Password: h.Password}}
 	}
-	timeout := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = max(time.Until(dl), 10*time.Millisecond)
-	}
-	var raw net.Conn
+	var sock *coalescingConn
+	stopWatch := func() bool { return true }
 	cfg.Dial = func(network, addr string) (net.Conn, error) {
-		dd := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-		c, err := dd.DialContext(ctx, network, addr)
-		if err != nil || !coalesceWrites {
-			return c, err
+		dd := net.Dialer{KeepAlive: 30 * time.Second}
+		c, err := dd.DialContext(hctx, network, addr)
+		if err != nil {
+			return nil, err
 		}
-		raw = newCoalescingConn(c)
-		return raw, nil
+		// As amqp091-go's own Dial does: the handshakes run under the
+		// deadline, which its openComplete clears.
+		if err := c.SetDeadline(deadline); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		sock = newCoalescingConn(c)
+		// Setup runs after the deadline is cleared, and a cancelled ctx
+		// (Close, a stopped consumer) must end the attempt at once:
+		// closing the socket ends whatever step is waiting.
+		stopWatch = context.AfterFunc(hctx, func() { _ = sock.Close() })
+		return sock, nil
 	}
 	scheme := "amqp"
 	if d.tls != nil {
@@ -180,16 +238,33 @@ func (d *dialer) dial(ctx context.Context, purpose string) (*amqp.Connection, er
 		}
 	}
 	conn, err := amqp.DialConfig(scheme+"://"+h.Addr+"/", cfg)
+	if err == nil && setup != nil {
+		if err = setup(conn); err != nil {
+			_ = conn.Close() // its socket is closed below, so this is quick
+		}
+	}
+	if !stopWatch() && err == nil {
+		err = errors.New("interrupted") // the watch fired just as setup ended
+		_ = conn.Close()
+	}
 	if err != nil {
-		if raw != nil {
-			_ = raw.Close() // a failed handshake leaves it open
+		if sock != nil {
+			_ = sock.Close() // a failed handshake leaves it open
 		}
 		d.failed(h)
+		switch {
+		case ctx.Err() != nil:
+			err = fmt.Errorf("rabbit: connect to %s: %w", h.Addr, ctx.Err())
+		case !time.Now().Before(deadline):
+			err = fmt.Errorf("rabbit: connect to %s: no answer within connect_timeout (%s): %w", h.Addr, d.cfg.ConnectTimeout, err)
+		default:
+			err = fmt.Errorf("rabbit: connect to %s: %w", h.Addr, err)
+		}
 		d.log.Warn("connect failed", "host", h.Addr, "purpose", purpose, "err", err)
-		return nil, fmt.Errorf("rabbit: connect to %s: %w", h.Addr, err)
+		return nil, nil, err
 	}
 	d.log.Debug("connected", "host", h.Addr, "purpose", purpose)
-	return conn, nil
+	return conn, sock, nil
 }
 
 // backoff is the wait before reconnect attempt n (1-based), as kombu's

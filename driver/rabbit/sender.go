@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -81,6 +82,7 @@ const maxReturned = 4096
 // each other's replies ("503 unexpected command received").
 type session struct {
 	conn    *amqp.Connection
+	sock    *coalescingConn // conn's socket and publish gate
 	ch      *amqp.Channel
 	returns chan amqp.Return
 
@@ -254,67 +256,186 @@ func (s *session) alive() bool {
 }
 
 // sender owns one send connection slot of the pool and reconnects it on
-// demand, in the publishing goroutine (never holding a lock while it
-// waits).
+// demand. One dial runs at a time per slot, in a goroutine of its own;
+// publishers wait for it with their context, so none waits past its
+// deadline and Close interrupts the dial.
 type sender struct {
-	d    *Driver
-	id   int
-	busy atomic.Int32 // publishes in progress (dialing included)
-	mu   sync.Mutex
-	cur  *session
-	dial sync.Mutex // one dial at a time per slot
+	d       *Driver
+	id      int
+	busy    atomic.Int32 // publishes in progress (dialing included)
+	mu      sync.Mutex   // guards the fields below; never held while waiting
+	cur     *session
+	dialing *dialFlight // the dial in progress, nil if none
+	lastErr error       // why the last dial failed (nil once one worked)
 }
 
-// session returns the live session, dialing a new one when needed.
+// dialFlight is one dial of a sender slot, shared by every publisher that
+// needs the slot meanwhile.
+type dialFlight struct {
+	done chan struct{} // closed once s or err is set
+	s    *session
+	err  error
+}
+
+// session returns a live session once it may publish: connected (dialing
+// when needed) and neither blocked by the broker nor holding maxPending
+// unwritten bytes. It waits at most until ctx ends or the driver closes.
 func (p *sender) session(ctx context.Context) (*session, error) {
+	s, err := p.connected(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sock.admit(ctx, p.d.closing); err != nil {
+		if errors.Is(err, errStopped) {
+			return nil, driver.ErrClosed
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// connected returns the live session, starting a dial or joining the one
+// in progress.
+func (p *sender) connected(ctx context.Context) (*session, error) {
 	p.mu.Lock()
 	s := p.cur
-	p.mu.Unlock()
 	if s != nil && s.alive() {
+		p.mu.Unlock()
 		return s, nil
 	}
-	p.dial.Lock()
-	defer p.dial.Unlock()
-	p.mu.Lock()
-	s = p.cur
+	f := p.dialing
+	if f == nil {
+		if p.d.isClosed() {
+			p.mu.Unlock()
+			return nil, driver.ErrClosed
+		}
+		f = &dialFlight{done: make(chan struct{})}
+		old := p.cur
+		p.cur, p.dialing = nil, f
+		if !p.d.track(func() { p.dial(f, old) }) {
+			p.dialing = nil
+			p.mu.Unlock()
+			return nil, driver.ErrClosed
+		}
+	}
+	last := p.lastErr
 	p.mu.Unlock()
-	if s != nil && s.alive() {
-		return s, nil
-	}
-	if s != nil {
-		_ = s.conn.Close()
-	}
-	if p.d.isClosed() {
+	select {
+	case <-f.done:
+		return f.s, f.err
+	case <-ctx.Done():
+		if last != nil {
+			return nil, fmt.Errorf("rabbit: still connecting (previous attempt: %w)", last)
+		}
+		return nil, errors.New("rabbit: still connecting")
+	case <-p.d.closing:
 		return nil, driver.ErrClosed
 	}
-	conn, err := p.d.dialer.dial(ctx, fmt.Sprintf("send-%d", p.id))
+}
+
+// dial runs flight f: it closes the dead session old, opens a new one and
+// installs it, unless the driver closed meanwhile.
+func (p *sender) dial(f *dialFlight, old *session) {
+	if old != nil {
+		old.close(p.d.log, p.d.cfg.ConnectTimeout)
+	}
+	ctx, stop := p.d.closingContext()
+	s, err := p.open(ctx)
+	stop()
+	var orphan *session
+	p.mu.Lock()
+	if err == nil && p.d.isClosed() {
+		// Close has read (or is about to read) p.cur; it would miss s.
+		orphan, s, err = s, nil, driver.ErrClosed
+	}
+	if err == nil {
+		p.cur = s
+	}
+	p.dialing, p.lastErr = nil, err
+	f.s, f.err = s, err
+	close(f.done)
+	p.mu.Unlock()
+	if orphan != nil {
+		orphan.close(p.d.log, p.d.cfg.ConnectTimeout)
+	}
+}
+
+// closingContext returns a context cancelled when the driver closes, and
+// the function that releases it (and the goroutine that watches).
+func (d *Driver) closingContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-d.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(); <-watched }
+}
+
+// open dials a send connection and sets up its session.
+func (p *sender) open(ctx context.Context) (*session, error) {
+	var s *session
+	setup := func(conn *amqp.Connection) error {
+		ch, err := conn.Channel()
+		if err == nil {
+			err = ch.Confirm(false)
+		}
+		var fast *amqp.Channel
+		if err == nil {
+			fast, err = conn.Channel()
+		}
+		if err != nil {
+			return err
+		}
+		s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{},
+			fast: fast, fastReturns: make(chan amqp.Return, returnsBuffer), lost: make(chan struct{}), watch: map[string]func(){}}
+		ch.NotifyReturn(s.returns)
+		fast.NotifyReturn(s.fastReturns)
+		return nil
+	}
+	conn, sock, err := p.d.dialer.dialSession(ctx, fmt.Sprintf("send-%d", p.id), setup)
 	if err != nil {
 		return nil, err
 	}
-	ch, err := conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	var fast *amqp.Channel
-	if err == nil {
-		fast, err = conn.Channel()
-	}
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{},
-		fast: fast, fastReturns: make(chan amqp.Return, returnsBuffer), lost: make(chan struct{}), watch: map[string]func(){}}
-	ch.NotifyReturn(s.returns)
-	fast.NotifyReturn(s.fastReturns)
-	if !p.d.track(func() { s.serveReturns(p.d.log) }) {
-		_ = conn.Close()
+	s.sock = sock
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 2))
+	log := p.d.log.With("conn", fmt.Sprintf("send-%d", p.id))
+	if !p.d.track(func() { s.serveReturns(p.d.log) }) || !p.d.track(func() { watchBlocked(blocks, sock, log) }) {
+		s.close(p.d.log, p.d.cfg.ConnectTimeout)
 		return nil, driver.ErrClosed
 	}
-	p.mu.Lock()
-	p.cur = s
-	p.mu.Unlock()
 	return s, nil
+}
+
+// watchBlocked applies connection.blocked and connection.unblocked to the
+// connection's publish gate until the connection closes.
+func watchBlocked(blocks <-chan amqp.Blocking, sock *coalescingConn, log *slog.Logger) {
+	for b := range blocks {
+		sock.setBlocked(b.Active, b.Reason)
+		if b.Active {
+			log.Warn("the broker blocks publishes on this connection", "reason", b.Reason)
+		} else {
+			log.Info("the broker unblocked publishes on this connection")
+		}
+	}
+}
+
+// close closes the session's connection within timeout. The broker reads
+// nothing from a connection it blocks, so connection.close would wait for
+// the alarm to clear: that socket is closed outright, and what it still
+// held for the broker is reported.
+func (s *session) close(log *slog.Logger, timeout time.Duration) {
+	if reason, blocked := s.sock.blockedBy(); blocked {
+		if n := s.sock.unsent(); n > 0 {
+			log.Warn("closing a connection the broker blocks: publishes not written are dropped", "bytes", n, "reason", reason)
+		}
+		_ = s.sock.Close()
+	}
+	_ = s.conn.CloseDeadline(time.Now().Add(timeout))
 }
 
 func (p *sender) close() {
@@ -322,7 +443,7 @@ func (p *sender) close() {
 	s := p.cur
 	p.mu.Unlock()
 	if s != nil {
-		_ = s.conn.Close()
+		s.close(p.d.log, p.d.cfg.ConnectTimeout)
 	}
 }
 

@@ -2,6 +2,8 @@ package rabbit
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -115,5 +117,71 @@ func TestCoalescingConnBackpressure(t *testing.T) {
 	_ = w.Close()
 	if err := <-done; err == nil {
 		t.Fatal("a writer held back got no error at Close")
+	}
+}
+
+// TestCoalescingConnAdmit: admit lets a publish through at once on a
+// healthy connection; while the broker blocks the connection, or while
+// maxPending bytes wait for a peer that stopped reading, it waits with its
+// context and then says which; unblocking, stop and Close end the wait.
+func TestCoalescingConnAdmit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept() // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	// Small socket buffers: the kernel soon stops taking bytes.
+	_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	_ = peer.(*net.TCPConn).SetReadBuffer(64 << 10)
+	w := newCoalescingConn(c)
+	stop := make(chan struct{})
+	if err := w.admit(context.Background(), stop); err != nil {
+		t.Fatalf("healthy connection: %v", err)
+	}
+
+	w.setBlocked(true, "low on memory")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err = w.admit(ctx, stop)
+	cancel()
+	if ctx.Err() == nil || err == nil || !strings.Contains(err.Error(), "blocking publishes") || !strings.Contains(err.Error(), "low on memory") {
+		t.Fatalf("blocked: %v (context %v), want a wait to the deadline naming the block", err, ctx.Err())
+	}
+	released := make(chan error, 1)
+	go func() { released <- w.admit(context.Background(), stop) }()
+	w.setBlocked(false, "")
+	if err := <-released; err != nil {
+		t.Fatalf("unblocked: %v", err)
+	}
+
+	chunk := make([]byte, 1<<20)
+	for w.unsent() < maxPending+2<<20 {
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err = w.admit(ctx, stop)
+	cancel()
+	if ctx.Err() == nil || err == nil || !strings.Contains(err.Error(), "not reading") {
+		t.Fatalf("%d bytes unwritten: %v (context %v), want a wait to the deadline", w.unsent(), err, ctx.Err())
+	}
+	go func() { released <- w.admit(context.Background(), stop) }()
+	close(stop)
+	if err := <-released; !errors.Is(err, errStopped) {
+		t.Fatalf("stopped: %v", err)
+	}
+	go func() { released <- w.admit(context.Background(), make(chan struct{})) }()
+	_ = w.Close()
+	if err := <-released; err == nil {
+		t.Fatal("a publish admitted after Close")
 	}
 }
