@@ -429,11 +429,11 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 				res.add(q)
 			}
 		} else {
-			ex.routeInto(m.routingKey, m.headers, &res, 0)
+			ex.routeInto(m.routingKey, m.headers, &res)
 		}
 		vh.mu.RUnlock()
 		queues = res.queues
-		*rc = routeCache{version: v, exchange: m.exchange, rk: m.routingKey, queues: queues, valid: ex.kind != kindHeaders}
+		*rc = routeCache{version: v, exchange: m.exchange, rk: m.routingKey, queues: queues, valid: !res.usedHeaders}
 	}
 	if len(queues) == 0 {
 		if mandatory {
