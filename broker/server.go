@@ -31,6 +31,9 @@ type Server struct {
 	users     map[string]*user
 	vhosts    map[string]*vhost
 
+	// loginFailures counts refused logins (see Stats).
+	loginFailures atomic.Uint64
+
 	store *store
 	defMu sync.Mutex
 
