@@ -13,7 +13,10 @@ type ParseError struct {
 	File string // name given to LoadReader, or the path given to LoadFiles
 	Line int    // 1-based
 	Msg  string // what is wrong, in oslo's words
-	Text string // the offending line, if any
+	// Text is the offending line up to the value it assigns, if any:
+	// values are left out because they may be secrets (a transport_url
+	// with a password).
+	Text string
 }
 
 // Error formats the error as "config: FILE:LINE: MSG: TEXT".
@@ -69,7 +72,7 @@ func parse(name string, r io.Reader) (*layer, error) {
 		parts   []string
 	)
 	perr := func(msg, text string) error {
-		return &ParseError{File: name, Line: lineno, Msg: msg, Text: text}
+		return &ParseError{File: name, Line: lineno, Msg: msg, Text: withoutValue(text)}
 	}
 	flush := func() {
 		g := normGroup(section)
@@ -94,7 +97,8 @@ func parse(name string, r io.Reader) (*layer, error) {
 		case line[0] == ' ' || line[0] == '\t':
 			// Continuation of the previous assignment.
 			if key == "" {
-				return nil, perr("unexpected continuation line", line)
+				// The line is all value: not shown.
+				return nil, perr("unexpected continuation line", "")
 			}
 			parts = append(parts, strings.TrimLeftFunc(line, unicode.IsSpace))
 			continue
@@ -131,6 +135,15 @@ func parse(name string, r io.Reader) (*layer, error) {
 		flush()
 	}
 	return l, nil
+}
+
+// withoutValue cuts a line after its first '=' or ':', where a value
+// would start.
+func withoutValue(line string) string {
+	if i := strings.IndexAny(line, "=:"); i >= 0 && i < len(line)-1 {
+		return line[:i+1] + " …"
+	}
+	return line
 }
 
 // splitKeyValue splits at the first '=' or ':', whichever comes first, trims
