@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"oslogo/broker/internal/amqp091"
 )
 
 // logBuffer collects a broker's log lines for inspection.
@@ -545,5 +547,49 @@ func publishBodyChannelError(ch *amqp.Channel, exchange, body string) error {
 		return e
 	case <-timer.C:
 		return errors.New("no channel error within 5 s")
+	}
+}
+
+// TestRefusedLoginWithoutCapability: by hand, the two ways a wrong
+// password ends. A client advertising authentication_failure_close reads
+// connection.close 403; one that does not sees the socket close without
+// a frame, as the AMQP 0-9-1 specification asks (RabbitMQ does the same).
+func TestRefusedLoginWithoutCapability(t *testing.T) {
+	s, _ := startBroker(t, nil)
+	login := func(props amqp091.Table) (*amqp091.FrameReader, net.Conn) {
+		nc, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		r := &rawConn{t: t, nc: nc, fr: amqp091.NewFrameReader(bufio.NewReader(nc), 1<<20)}
+		r.write(amqp091.ProtocolHeader)
+		r.expect(&amqp091.ConnectionStart{})
+		r.send(0, &amqp091.ConnectionStartOk{ClientProperties: props, Mechanism: "PLAIN", Response: "\x00guest\x00wrong", Locale: "en_US"})
+		return r.fr, nc
+	}
+	fr, nc := login(amqp091.Table{"capabilities": amqp091.Table{"authentication_failure_close": true}})
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatalf("with the capability: %v, want connection.close", err)
+	}
+	cid, mid, args, _ := amqp091.ParseMethodFrame(f.Payload)
+	var d amqp091.Decoder
+	m, err := d.Decode(cid, mid, args)
+	cl, ok := m.(*amqp091.ConnectionClose)
+	if err != nil || !ok || cl.ReplyCode != amqp091.AccessRefused {
+		t.Fatalf("with the capability: got %v %v, want connection.close 403", m, err)
+	}
+	_, _ = nc.Write(amqp091.AppendMethodFrame(nil, 0, &amqp091.ConnectionCloseOk{}))
+
+	fr, _ = login(amqp091.Table{})
+	if f, err := fr.ReadFrame(); err == nil {
+		t.Fatalf("without the capability: got a frame of type %d, want the socket closed", f.Type)
+	} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("without the capability: %v, want the socket closed", err)
+	}
+	if n := s.Stats().LoginFailures; n != 2 {
+		t.Fatalf("LoginFailures = %d, want 2", n)
 	}
 }

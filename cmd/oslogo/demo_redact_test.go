@@ -23,3 +23,14 @@ func TestDemoMasksPassword(t *testing.T) {
 		t.Fatalf("unparseable URL printed: %q", got)
 	}
 }
+
+// TestServeMasksPassword: `oslogo serve` names its transport with the
+// password masked.
+func TestServeMasksPassword(t *testing.T) {
+	const password = "s3cret-Rw18"
+	out := background(t, "serve", "--url", "memory://nova:"+password+"@serve/", "--topic", "masked")
+	waitOutput(t, out, "serving topic")
+	if strings.Contains(out.String(), password) || !strings.Contains(out.String(), "memory://nova:xxxxx@serve/") {
+		t.Fatalf("serve output: %q", out.String())
+	}
+}
