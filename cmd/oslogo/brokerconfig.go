@@ -198,7 +198,7 @@ func tomlError(path, src string, err error) error {
 	msg := pe.Message
 	lines := strings.Split(src, "\n")
 	if l := pe.Position.Line; l >= 1 && l <= len(lines) && strings.Contains(strings.ToLower(lines[l-1]), "password") {
-		msg = "syntax error (details not shown: the line sets a password)"
+		msg = "TOML error (details not shown: the line sets a password)"
 	}
 	return fileError(path, pe.Position.Line, msg)
 }

@@ -14,12 +14,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"oslogo/broker"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -131,7 +134,8 @@ password = hunter2-Zq
 // including a TLS listener requiring client certificates.
 func TestBrokerConfigLoads(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, caFile := writeTestCerts(t, dir)
+	pki := writeTestCerts(t, dir)
+	certFile, keyFile, caFile := pki.certFile, pki.keyFile, pki.caFile
 	path := writeConfig(t, `amqp = "127.0.0.1:0"
 data = "/tmp/x"
 memory_high_watermark = 1000
@@ -173,9 +177,15 @@ verify_peer = true
 	}
 }
 
-// writeTestCerts writes a CA and a server certificate it signs as PEM
-// files, generated for the test.
-func writeTestCerts(t *testing.T, dir string) (certFile, keyFile, caFile string) {
+// testCerts are PEM files of a CA and a broker certificate it signs, and
+// a client certificate from the same CA, generated for one test.
+type testCerts struct {
+	certFile, keyFile, caFile string
+	client                    tls.Certificate
+	pool                      *x509.CertPool
+}
+
+func writeTestCerts(t *testing.T, dir string) testCerts {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -188,18 +198,30 @@ func writeTestCerts(t *testing.T, dir string) (certFile, keyFile, caFile string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
+	issue := func(serial int64, server bool) ([]byte, *ecdsa.PrivateKey) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "client"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		if server {
+			tmpl.Subject.CommonName = "broker"
+			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der, key
 	}
+	der, key := issue(2, true)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +233,41 @@ func writeTestCerts(t *testing.T, dir string) (certFile, keyFile, caFile string)
 		}
 		return p
 	}
-	return write("cert.pem", "CERTIFICATE", der), write("key.pem", "PRIVATE KEY", keyDER), write("ca.pem", "CERTIFICATE", caDER)
+	clientDER, clientKey := issue(3, false)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return testCerts{
+		certFile: write("cert.pem", "CERTIFICATE", der), keyFile: write("key.pem", "PRIVATE KEY", keyDER),
+		caFile: write("ca.pem", "CERTIFICATE", caDER),
+		client: tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey}, pool: pool,
+	}
+}
+
+// TestBrokerCommandTLS: `oslogo broker` with a [tls] table listens for
+// AMQPS, admits a client whose certificate the CA signed and refuses one
+// without a certificate during the TLS handshake.
+func TestBrokerCommandTLS(t *testing.T) {
+	dir := t.TempDir()
+	pki := writeTestCerts(t, dir)
+	path := writeConfig(t, `[tls]
+listen = "127.0.0.1:0"
+cert_file = "`+pki.certFile+`"
+key_file = "`+pki.keyFile+`"
+ca_file = "`+pki.caFile+`"
+verify_peer = true
+`)
+	out := background(t, "broker", "--amqp", "127.0.0.1:0", "--config-file", path)
+	waitOutput(t, out, "amqps://")
+	addr := regexp.MustCompile(`amqps://(\S+)`).FindStringSubmatch(out.String())[1]
+	c, err := amqp.DialTLS("amqps://guest:guest@"+addr+"/", &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}})
+	if err != nil {
+		t.Fatalf("client with a certificate: %v", err)
+	}
+	_ = c.Close()
+	if c, err := amqp.DialTLS("amqps://guest:guest@"+addr+"/", &tls.Config{RootCAs: pki.pool}); err == nil {
+		_ = c.Close()
+		t.Fatal("client without a certificate connected")
+	}
 }
 
 // TestBrokerCommandRejectsTypo: `oslogo broker` exits 2 with the file and
