@@ -19,6 +19,9 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
+	// loginFailures counts refused logins (see Stats).
+	loginFailures atomic.Uint64
+
 	mu        sync.Mutex
 	started   bool
 	stopped   bool
@@ -30,9 +33,6 @@ type Server struct {
 	wg        sync.WaitGroup
 	users     map[string]*user
 	vhosts    map[string]*vhost
-
-	// loginFailures counts refused logins (see Stats).
-	loginFailures atomic.Uint64
 
 	store *store
 	defMu sync.Mutex
