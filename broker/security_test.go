@@ -593,3 +593,30 @@ func TestRefusedLoginWithoutCapability(t *testing.T) {
 		t.Fatalf("LoginFailures = %d, want 2", n)
 	}
 }
+
+// TestGuestFromAnotherHostWhenAllowed: with LoopbackUsers empty, guest
+// logs in from a (faked) remote address; with the default it is refused.
+func TestGuestFromAnotherHostWhenAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		loopback []string
+		refused  bool
+	}{{DefaultOptions().LoopbackUsers, true}, {nil, false}} {
+		s, _ := startBroker(t, func(o *Options) {
+			o.AMQPAddr = ""
+			o.LoopbackUsers = tc.loopback
+		})
+		client, server := net.Pipe()
+		s.mu.Lock()
+		s.serveLocked(remoteConn{server})
+		s.mu.Unlock()
+		c, err := amqp.Open(client, amqp.Config{SASL: []amqp.Authentication{&amqp.PlainAuth{Username: "guest", Password: "guest"}}, Vhost: "/"})
+		if tc.refused {
+			wantCode(t, "guest from 192.0.2.1 by default", err, amqp.AccessRefused)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("guest from 192.0.2.1 with LoopbackUsers empty: %v", err)
+		}
+		_ = c.Close()
+	}
+}
