@@ -95,6 +95,13 @@ func (u *user) checkPassword(pw string) bool {
 	return subtle.ConstantTimeCompare(h[:], u.hash[4:]) == 1
 }
 
+// allowsAll reports whether u's permissions on vh are ".*" for all three
+// kinds, so that per-name checks (and their cache) can be skipped.
+func (u *user) allowsAll(vh string) bool {
+	p := u.perms[vh]
+	return p != nil && p.configure == nil && p.write == nil && p.read == nil
+}
+
 func (u *user) vhostAllowed(vh string) bool {
 	_, ok := u.perms[vh]
 	return ok

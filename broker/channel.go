@@ -278,7 +278,7 @@ func (ch *channel) consumerGone(c *consumer) {
 // checkPerm runs a permission regex once per name and channel.
 func (ch *channel) checkPerm(kind permKind, resType, name string) *amqpError {
 	u := ch.conn.user
-	if u.perms == nil {
+	if u.allowsAll(ch.vh.name) {
 		return nil
 	}
 	key := strconv.Itoa(int(kind)) + resType + "\x00" + name
