@@ -27,6 +27,18 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("config: %s:%d: %s: %q", e.File, e.Line, e.Msg, e.Text)
 }
 
+// withoutValue cuts a line after its first '=' or ':', where a value
+// would start; an indented line continues a value and is left out whole.
+func withoutValue(line string) string {
+	if line != "" && (line[0] == ' ' || line[0] == '\t') {
+		return ""
+	}
+	if i := strings.IndexAny(line, "=:"); i >= 0 && i < len(line)-1 {
+		return line[:i+1] + " …"
+	}
+	return line
+}
+
 // value is one assignment as read from a file, with where it came from so
 // that Validate can point at it.
 type value struct {
@@ -97,8 +109,7 @@ func parse(name string, r io.Reader) (*layer, error) {
 		case line[0] == ' ' || line[0] == '\t':
 			// Continuation of the previous assignment.
 			if key == "" {
-				// The line is all value: not shown.
-				return nil, perr("unexpected continuation line", "")
+				return nil, perr("unexpected continuation line", line)
 			}
 			parts = append(parts, strings.TrimLeftFunc(line, unicode.IsSpace))
 			continue
@@ -135,15 +146,6 @@ func parse(name string, r io.Reader) (*layer, error) {
 		flush()
 	}
 	return l, nil
-}
-
-// withoutValue cuts a line after its first '=' or ':', where a value
-// would start.
-func withoutValue(line string) string {
-	if i := strings.IndexAny(line, "=:"); i >= 0 && i < len(line)-1 {
-		return line[:i+1] + " …"
-	}
-	return line
 }
 
 // splitKeyValue splits at the first '=' or ':', whichever comes first, trims

@@ -38,11 +38,13 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
 	if *cfgFile != "" {
-		l, err := loadBrokerFile(*cfgFile, &opts)
+		data, err := os.ReadFile(*cfgFile)
 		if err != nil {
-			return &exitError{code: 2, err: err}
+			return &exitError{code: 2, err: fmt.Errorf("config file: %w", err)}
 		}
-		level = l
+		if err := applyBrokerFile(string(data), &opts, &level); err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("config file %s: %w", *cfgFile, err)}
+		}
 	}
 	if *addr != "" {
 		opts.AMQPAddr = *addr

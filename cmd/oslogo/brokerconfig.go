@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -55,19 +57,16 @@ type fileTLS struct {
 	VerifyPeer bool   `toml:"verify_peer"`
 }
 
-// loadBrokerFile reads a --config-file into opts. Errors name the file and,
-// where there is one, the line.
-func loadBrokerFile(path string, opts *broker.Options) (level slog.Level, err error) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("config file: %w", err)
-	}
+// applyBrokerFile applies a --config-file (TOML) over opts and sets level
+// to the log level it asks for. Errors name the line where there is one,
+// and never quote the file's text (it may hold a password).
+func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error {
 	var f brokerFile
-	md, err := toml.Decode(string(src), &f)
+	md, err := toml.Decode(src, &f)
 	if err != nil {
-		return 0, tomlError(path, string(src), err)
+		return tomlError(src, err)
 	}
-	lines := tomlKeyLines(string(src))
+	lines := tomlKeyLines(src)
 	var errs []error
 	var reported []toml.Key
 	for _, k := range md.Undecoded() {
@@ -79,7 +78,7 @@ func loadBrokerFile(path string, opts *broker.Options) (level slog.Level, err er
 		if known := knownKeys(reflect.TypeFor[brokerFile](), k[:len(k)-1]); len(known) > 0 {
 			msg += " (known here: " + strings.Join(known, ", ") + ")"
 		}
-		errs = append(errs, fileError(path, lines.find(k), msg))
+		errs = append(errs, lineError(lines.find(k), msg))
 	}
 	declared := map[string]bool{"/": true}
 	for _, v := range f.VHosts {
@@ -93,13 +92,13 @@ func loadBrokerFile(path string, opts *broker.Options) (level slog.Level, err er
 		sort.Strings(vhs)
 		for _, vh := range vhs {
 			if !declared[vh] {
-				errs = append(errs, fileError(path, lines.find(toml.Key{"users", "permissions", vh}),
+				errs = append(errs, lineError(lines.find(toml.Key{"users", "permissions", vh}),
 					fmt.Sprintf("user %q has permissions for vhost %q, which is not in vhosts", u.Name, vh)))
 			}
 		}
 	}
 	if len(errs) > 0 {
-		return 0, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
 
 	if f.AMQP != "" {
@@ -132,39 +131,48 @@ func loadBrokerFile(path string, opts *broker.Options) (level slog.Level, err er
 	if f.TLS != nil {
 		cfg, err := f.TLS.config()
 		if err != nil {
-			return 0, fmt.Errorf("config file %s: [tls]: %w", path, err)
+			return lineError(lines.find(toml.Key{"tls"}), "[tls]: "+err.Error())
 		}
 		opts.TLSAddr, opts.TLSConfig = f.TLS.Listen, cfg
 	}
 	switch f.LogLevel {
-	case "", "info":
-		level = slog.LevelInfo
+	case "":
+	case "info":
+		*level = slog.LevelInfo
 	case "debug":
-		level = slog.LevelDebug
+		*level = slog.LevelDebug
 	case "warning":
-		level = slog.LevelWarn
+		*level = slog.LevelWarn
 	case "error":
-		level = slog.LevelError
+		*level = slog.LevelError
 	default:
-		return 0, fileError(path, lines.find(toml.Key{"log_level"}), fmt.Sprintf("log_level %q is not one of debug, info, warning, error", f.LogLevel))
+		return lineError(lines.find(toml.Key{"log_level"}), "log_level is not one of debug, info, warning, error")
 	}
-	return level, nil
+	return nil
 }
 
 func (t *fileTLS) config() (*tls.Config, error) {
 	if t.Listen == "" || t.CertFile == "" || t.KeyFile == "" {
 		return nil, errors.New("listen, cert_file and key_file are required")
 	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	certPEM, err := readSmallFile(t.CertFile)
 	if err != nil {
 		return nil, err
+	}
+	keyPEM, err := readSmallFile(t.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file and key_file: %w", err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if t.VerifyPeer {
 		if t.CAFile == "" {
 			return nil, errors.New("verify_peer needs ca_file")
 		}
-		pem, err := os.ReadFile(t.CAFile)
+		pem, err := readSmallFile(t.CAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -177,30 +185,52 @@ func (t *fileTLS) config() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// fileError formats "config file PATH:LINE: MSG" (without the line when
-// it is unknown).
-func fileError(path string, line int, msg string) error {
+// lineError formats "line N: MSG" (just MSG when the line is unknown).
+func lineError(line int, msg string) error {
 	if line > 0 {
-		return fmt.Errorf("config file %s:%d: %s", path, line, msg)
+		return fmt.Errorf("line %d: %s", line, msg)
 	}
-	return fmt.Errorf("config file %s: %s", path, msg)
+	return errors.New(msg)
 }
 
+// quotedInMessage matches what a TOML parser message quotes from the
+// file.
+var quotedInMessage = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+
 // tomlError reports a TOML syntax or type error with its line. The
-// parser's message may quote the text it choked on, so it is left out
-// when that line sets a password.
-func tomlError(path, src string, err error) error {
+// parser's message may quote the text it choked on, which may be part of
+// a password: quoted text is cut out, and on a line that sets a password
+// the message is left out altogether.
+func tomlError(src string, err error) error {
 	var pe toml.ParseError
 	if !errors.As(err, &pe) {
 		// Type mismatches name the key, never the value.
-		return fmt.Errorf("config file %s: %w", path, err)
+		return err
 	}
-	msg := pe.Message
+	msg := quotedInMessage.ReplaceAllString(pe.Message, "…")
 	lines := strings.Split(src, "\n")
 	if l := pe.Position.Line; l >= 1 && l <= len(lines) && strings.Contains(strings.ToLower(lines[l-1]), "password") {
 		msg = "TOML error (details not shown: the line sets a password)"
 	}
-	return fileError(path, pe.Position.Line, msg)
+	return lineError(pe.Position.Line, msg)
+}
+
+// readSmallFile reads a PEM file, refusing one over 1 MiB (a path such as
+// /dev/zero must not hang the start-up).
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("%s: larger than 1 MiB", path)
+	}
+	return b, nil
 }
 
 func underAny(k toml.Key, parents []toml.Key) bool {
