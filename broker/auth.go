@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 
@@ -34,6 +35,15 @@ func decodeHash(s string) ([]byte, error) {
 	return b, nil
 }
 
+// defaultGuest is RabbitMQ's default user: guest/guest with every
+// permission on "/".
+func defaultGuest() User {
+	return User{Name: "guest", Password: "guest", Tags: []string{"administrator"},
+		Permissions: map[string]Permission{"/": {Configure: ".*", Write: ".*", Read: ".*"}}}
+}
+
+// perm holds one vhost's compiled resource regexes; a nil regex is ".*",
+// which matches every name without running a regex.
 type perm struct {
 	configure, write, read *regexp.Regexp
 }
@@ -43,7 +53,8 @@ type user struct {
 	hash     []byte // salt + sha256
 	tags     []string
 	loopback bool
-	// perms by vhost; nil means everything everywhere.
+	// perms by vhost. A vhost missing here may not be opened, as in
+	// RabbitMQ, where a new user has no permissions until given some.
 	perms map[string]*perm
 }
 
@@ -56,18 +67,19 @@ func newUser(u User, loopback bool) *user {
 		_, _ = rand.Read(salt[:])
 		hash, _ = decodeHash(hashWithSalt(salt[:], u.Password))
 	}
-	usr := &user{name: u.Name, hash: hash, tags: u.Tags, loopback: loopback}
-	if u.Permissions != nil {
-		usr.perms = map[string]*perm{}
-		for vh, p := range u.Permissions {
-			usr.perms[vh] = &perm{
-				configure: regexp.MustCompile(anchor(p.Configure)),
-				write:     regexp.MustCompile(anchor(p.Write)),
-				read:      regexp.MustCompile(anchor(p.Read)),
-			}
-		}
+	usr := &user{name: u.Name, hash: hash, tags: u.Tags, loopback: loopback, perms: map[string]*perm{}}
+	for vh, p := range u.Permissions {
+		usr.perms[vh] = &perm{configure: compilePerm(p.Configure), write: compilePerm(p.Write), read: compilePerm(p.Read)}
 	}
 	return usr
+}
+
+// compilePerm compiles a validated permission regex; ".*" becomes nil.
+func compilePerm(re string) *regexp.Regexp {
+	if re == ".*" {
+		return nil
+	}
+	return regexp.MustCompile(anchor(re))
 }
 
 // anchor makes a permission regex match whole names, as RabbitMQ's do.
@@ -83,10 +95,14 @@ func (u *user) checkPassword(pw string) bool {
 	return subtle.ConstantTimeCompare(h[:], u.hash[4:]) == 1
 }
 
+// allowsAll reports whether u's permissions on vh are ".*" for all three
+// kinds, so that per-name checks (and their cache) can be skipped.
+func (u *user) allowsAll(vh string) bool {
+	p := u.perms[vh]
+	return p != nil && p.configure == nil && p.write == nil && p.read == nil
+}
+
 func (u *user) vhostAllowed(vh string) bool {
-	if u.perms == nil {
-		return true
-	}
 	_, ok := u.perms[vh]
 	return ok
 }
@@ -99,33 +115,56 @@ const (
 	permRead
 )
 
+func (k permKind) String() string {
+	switch k {
+	case permConfigure:
+		return "configure"
+	case permWrite:
+		return "write"
+	}
+	return "read"
+}
+
 // check returns an access-refused error unless u may act on the resource.
 // Regexes run on declarations, binds and the first use of a name on a
-// channel, never per message.
+// channel, never per message. The default exchange is checked under the
+// name "amq.default", as RabbitMQ checks it.
 func (u *user) check(vh string, kind permKind, resType, name string) *amqpError {
-	if u.perms == nil {
-		return nil
-	}
 	p := u.perms[vh]
-	var re *regexp.Regexp
-	var what string
 	if p != nil {
+		re := p.read
 		switch kind {
 		case permConfigure:
-			re, what = p.configure, "configure"
+			re = p.configure
 		case permWrite:
-			re, what = p.write, "write"
-		default:
-			re, what = p.read, "read"
+			re = p.write
+		}
+		checked := name
+		if resType == "exchange" && name == "" {
+			checked = "amq.default"
+		}
+		if re == nil || re.MatchString(checked) {
+			return nil
 		}
 	}
-	if re != nil && re.MatchString(name) {
-		return nil
+	return errf(amqp091.AccessRefused, "%s access to %s '%s' in vhost '%s' refused for user '%s'", kind, resType, name, vh, u.name)
+}
+
+// validatePermissions rejects permissions for a vhost the options do not
+// create: they would never apply, and usually mean a typo.
+func validatePermissions(o *Options) error {
+	vhosts := map[string]bool{"/": true}
+	for _, v := range o.VHosts {
+		vhosts[v] = true
 	}
-	if what == "" {
-		what = "any"
+	for _, u := range o.Users {
+		for vh := range u.Permissions {
+			if !vhosts[vh] {
+				return fmt.Errorf("broker: user %q has permissions for vhost %q, which is not in VHosts", u.Name, vh)
+			}
+		}
 	}
-	return errf(amqp091.AccessRefused, "access to %s '%s' in vhost '%s' refused for user '%s'", resType, name, vh, u.name)
+	return nil
 }
 
 // parseAuth extracts the user name and password from a PLAIN or AMQPLAIN
@@ -162,4 +201,25 @@ func isLoopback(a net.Addr) bool {
 		return a == nil || a.Network() == "pipe"
 	}
 	return ta.IP.IsLoopback()
+}
+
+// Stats are counters of a running Server.
+type Stats struct {
+	// LoginFailures counts connections refused during the handshake for
+	// their credentials: a wrong user name or password, an unsupported
+	// mechanism, a loopback-only user from another host, or a vhost the
+	// user has no permissions on.
+	LoginFailures uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{LoginFailures: s.loginFailures.Load()}
+}
+
+// loginRefused counts and logs a refused login with the client's address
+// and the user name it gave; the password is never logged.
+func (s *Server) loginRefused(c *conn, userName, why string) {
+	s.loginFailures.Add(1)
+	c.log.Warn("login refused", "remote", c.nc.RemoteAddr().String(), "user", userName, "reason", why)
 }

@@ -285,7 +285,7 @@ func (ch *channel) consumerGone(c *consumer) {
 // checkPerm runs a permission regex once per name and channel.
 func (ch *channel) checkPerm(kind permKind, resType, name string) *amqpError {
 	u := ch.conn.user
-	if u.perms == nil {
+	if u.allowsAll(ch.vh.name) {
 		return nil
 	}
 	key := strconv.Itoa(int(kind)) + resType + "\x00" + name
@@ -438,11 +438,11 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 				res.add(q)
 			}
 		} else {
-			ex.routeInto(m.routingKey, m.headers, &res, 0)
+			ex.routeInto(m.routingKey, m.headers, &res)
 		}
 		vh.mu.RUnlock()
 		queues = res.queues
-		*rc = routeCache{version: v, exchange: m.exchange, rk: m.routingKey, queues: queues, valid: ex.kind != kindHeaders}
+		*rc = routeCache{version: v, exchange: m.exchange, rk: m.routingKey, queues: queues, valid: !res.usedHeaders}
 	}
 	if len(queues) == 0 {
 		if mandatory {

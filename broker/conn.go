@@ -296,15 +296,16 @@ func (c *conn) handshake() error {
 	}
 	name, pw, ok := parseAuth(so.Mechanism, so.Response)
 	if !ok {
+		c.srv.loginRefused(c, "", "unsupported mechanism or malformed response")
 		return c.refuse(amqp091.AccessRefused, "ACCESS_REFUSED - mechanism "+so.Mechanism+" or its response is not supported")
 	}
 	u := c.srv.lookupUser(name)
 	if u == nil || !u.checkPassword(pw) {
-		c.log.Info("authentication failed", "user", name)
+		c.srv.loginRefused(c, name, "wrong user name or password")
 		return c.refuse(amqp091.AccessRefused, "ACCESS_REFUSED - Login was refused using authentication mechanism "+so.Mechanism+". For details see the broker logfile.")
 	}
 	if u.loopback && !isLoopback(c.nc.RemoteAddr()) {
-		c.log.Info("loopback-only user refused", "user", name)
+		c.srv.loginRefused(c, name, "user may only connect via localhost")
 		return c.refuse(amqp091.AccessRefused, "ACCESS_REFUSED - user '"+name+"' can only connect via localhost")
 	}
 	c.user = u
@@ -336,6 +337,7 @@ func (c *conn) handshake() error {
 		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - vhost "+open.VirtualHost+" not found")
 	}
 	if !u.vhostAllowed(vh.name) {
+		c.srv.loginRefused(c, u.name, "no permissions on vhost "+vh.name)
 		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - access to vhost '"+vh.name+"' refused for user '"+u.name+"'")
 	}
 	c.vh = vh

@@ -136,18 +136,35 @@ func removeB(list []*binding, b *binding) []*binding {
 	return list
 }
 
-// routeInto appends the destinations of a message to out. headers is only
-// consulted by headers exchanges. seen guards against exchange cycles.
-func (e *exchange) routeInto(rk string, headers func() amqp091.Table, out *routeResult, depth int) {
-	if depth > 16 {
-		return
+// routeInto appends the queues a message published to e reaches to out.
+// headers is only consulted by headers exchanges. As in RabbitMQ
+// (rabbit_exchange:route1), each exchange is visited at most once per
+// publish, so exchange-to-exchange cycles cost one visit per exchange and
+// each queue receives the message once. An exchange whose own bindings
+// match nothing passes the message to its alternate exchange. Caller holds
+// e.vh.mu.
+func (e *exchange) routeInto(rk string, headers func() amqp091.Table, out *routeResult) {
+	out.origin = e
+	out.seen, out.seenSet, out.pending = out.seen[:0], nil, out.pending[:0]
+	e.routeOwn(rk, headers, out)
+	for len(out.pending) > 0 {
+		x := out.pending[len(out.pending)-1]
+		out.pending = out.pending[:len(out.pending)-1]
+		x.routeOwn(rk, headers, out)
 	}
-	start := len(out.queues)
+}
+
+// routeOwn matches e's own bindings: queues go to out, exchanges not yet
+// seen to out.pending.
+func (e *exchange) routeOwn(rk string, headers func() amqp091.Table, out *routeResult) {
+	out.visits++
+	matched := false
 	visit := func(b *binding) {
+		matched = true
 		if b.q != nil {
 			out.add(b.q)
 		} else if b.dst != nil {
-			b.dst.routeInto(rk, headers, out, depth+1)
+			out.addExchange(b.dst)
 		}
 	}
 	switch e.kind {
@@ -162,6 +179,7 @@ func (e *exchange) routeInto(rk string, headers func() amqp091.Table, out *route
 	case kindTopic:
 		e.topic.match(rk, 0, visit)
 	case kindHeaders:
+		out.usedHeaders = true
 		h := headers()
 		for _, b := range e.bindings {
 			if headersMatch(b.args, h) {
@@ -169,17 +187,56 @@ func (e *exchange) routeInto(rk string, headers func() amqp091.Table, out *route
 			}
 		}
 	}
-	if len(out.queues) == start && e.altName != "" {
-		if ae := e.vh.exchanges[e.altName]; ae != nil && ae != e {
-			ae.routeInto(rk, headers, out, depth+1)
+	if !matched && e.altName != "" {
+		if ae := e.vh.exchanges[e.altName]; ae != nil {
+			out.addExchange(ae)
 		}
 	}
 }
 
-// routeResult collects destination queues without duplicates.
+// routeResult collects destination queues without duplicates, and the
+// exchanges seen on the way.
 type routeResult struct {
 	queues []*queue
 	set    map[*queue]struct{}
+
+	origin  *exchange   // the exchange published to
+	seen    []*exchange // other exchanges reached, each once
+	seenSet map[*exchange]struct{}
+	pending []*exchange // seen but not yet visited
+	visits  int         // exchanges visited (each at most once)
+	// usedHeaders is set when a headers exchange was consulted: the result
+	// then depends on the message, not only on exchange and routing key.
+	usedHeaders bool
+}
+
+// addExchange queues x for a visit unless this publish has reached it
+// before. Few exchanges are searched in a slice, more in a map.
+func (r *routeResult) addExchange(x *exchange) {
+	if x == r.origin {
+		return
+	}
+	if r.seenSet == nil {
+		for _, o := range r.seen {
+			if o == x {
+				return
+			}
+		}
+		if len(r.seen) < 16 {
+			r.seen = append(r.seen, x)
+			r.pending = append(r.pending, x)
+			return
+		}
+		r.seenSet = make(map[*exchange]struct{}, 32)
+		for _, o := range r.seen {
+			r.seenSet[o] = struct{}{}
+		}
+	}
+	if _, ok := r.seenSet[x]; ok {
+		return
+	}
+	r.seenSet[x] = struct{}{}
+	r.pending = append(r.pending, x)
 }
 
 func (r *routeResult) add(q *queue) {

@@ -462,7 +462,7 @@ func (remoteConn) RemoteAddr() net.Addr {
 func TestGuestOnlyFromLoopback(t *testing.T) {
 	s, _ := startBroker(t, func(o *Options) {
 		o.AMQPAddr = ""
-		o.Users = append(o.Users, User{Name: "remote", Password: "pw"})
+		o.Users = append(o.Users, User{Name: "remote", Password: "pw", Permissions: map[string]Permission{"/": {Configure: ".*", Write: ".*", Read: ".*"}}})
 	})
 	open := func(user, pw string) (*amqp.Connection, error) {
 		client, server := net.Pipe()

@@ -222,6 +222,15 @@ func (ch *channel) exchangeDeclare(m *amqp091.ExchangeDeclare) *amqpError {
 	if err := ch.checkPerm(permConfigure, "exchange", m.Exchange); err != nil {
 		return err
 	}
+	if ae, ok := m.Arguments["alternate-exchange"].(string); ok {
+		// As RabbitMQ: the exchange passes messages on to its alternate.
+		if err := ch.checkPerm(permRead, "exchange", m.Exchange); err != nil {
+			return err
+		}
+		if err := ch.checkPerm(permWrite, "exchange", ae); err != nil {
+			return err
+		}
+	}
 	if !validKind(m.Type) {
 		return errf(amqp091.CommandInvalid, "unknown exchange type '%s'", m.Type)
 	}
@@ -416,6 +425,16 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 	if err := ch.checkPerm(permConfigure, "queue", name); err != nil {
 		return err
 	}
+	if dlx, ok := m.Arguments["x-dead-letter-exchange"].(string); ok {
+		// As RabbitMQ: dead letters are read from the queue and written
+		// to the exchange.
+		if err := ch.checkPerm(permRead, "queue", name); err != nil {
+			return err
+		}
+		if err := ch.checkPerm(permWrite, "exchange", dlx); err != nil {
+			return err
+		}
+	}
 	spec := queueSpec{name: name, durable: m.Durable, exclusive: m.Exclusive, autoDelet: m.AutoDelete, args: m.Arguments}
 	vh.mu.Lock()
 	q := vh.queues[name]
@@ -523,7 +542,16 @@ func (ch *channel) queueBind(qname, exname, key string, args amqp091.Table, noWa
 }
 
 func (ch *channel) queueDelete(m *amqp091.QueueDelete) *amqpError {
-	q, err := ch.findQueue(m.Queue, true)
+	name := m.Queue
+	if name == "" {
+		name = ch.lastQueue
+	}
+	// Checked before the lookup, as RabbitMQ does, so that deleting a
+	// missing queue is refused too.
+	if err := ch.checkPerm(permConfigure, "queue", name); err != nil {
+		return err
+	}
+	q, err := ch.findQueue(name, false)
 	if err != nil {
 		if err.code == amqp091.NotFound {
 			// Deleting a missing queue succeeds, as in RabbitMQ 3.x.
@@ -532,9 +560,6 @@ func (ch *channel) queueDelete(m *amqp091.QueueDelete) *amqpError {
 			}
 			return nil
 		}
-		return err
-	}
-	if err := ch.checkPerm(permConfigure, "queue", q.name); err != nil {
 		return err
 	}
 	q.mu.Lock()

@@ -24,11 +24,12 @@ type Options struct {
 	// DataDir holds durable definitions and persistent messages; "" keeps
 	// everything in memory only.
 	DataDir string
-	// Users are the accounts that may connect. A user with no Permissions
-	// gets full permissions on every vhost.
+	// Users are the accounts that may connect. A user may open only the
+	// vhosts its Permissions name, as in RabbitMQ.
 	Users []User
 	// LoopbackUsers may only connect from a loopback address (RabbitMQ's
-	// loopback_users; "guest" by default).
+	// loopback_users; "guest" by default). An empty list lets guest log in
+	// from other hosts.
 	LoopbackUsers []string
 	// VHosts are created at start; "/" is always present.
 	VHosts []string
@@ -84,7 +85,8 @@ type User struct {
 	PasswordHash string
 	// Tags are informational (e.g. "administrator").
 	Tags []string
-	// Permissions per vhost; nil grants everything everywhere.
+	// Permissions per vhost. A vhost not listed may not be opened; each
+	// listed vhost must be "/" or in Options.VHosts.
 	Permissions map[string]Permission
 }
 
@@ -98,7 +100,7 @@ type Permission struct {
 func DefaultOptions() Options {
 	return Options{
 		AMQPAddr:            "127.0.0.1:5672",
-		Users:               []User{{Name: "guest", Password: "guest", Tags: []string{"administrator"}}},
+		Users:               []User{defaultGuest()},
 		LoopbackUsers:       []string{"guest"},
 		VHosts:              []string{"/"},
 		Heartbeat:           60 * time.Second,
@@ -185,5 +187,5 @@ func (o *Options) Validate() error {
 			}
 		}
 	}
-	return nil
+	return validatePermissions(o)
 }

@@ -20,6 +20,9 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
+	// loginFailures counts refused logins (see Stats).
+	loginFailures atomic.Uint64
+
 	mu        sync.Mutex
 	started   bool
 	stopped   bool

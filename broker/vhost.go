@@ -321,7 +321,7 @@ func (vh *vhost) deadLetter(q *queue, dls []deadLetter) {
 					res.add(tq)
 				}
 			} else {
-				ex.routeInto(rk, func() amqp091.Table { return h }, &res, 0)
+				ex.routeInto(rk, func() amqp091.Table { return h }, &res)
 			}
 		}
 		vh.mu.RUnlock()

@@ -13,7 +13,10 @@ type ParseError struct {
 	File string // name given to LoadReader, or the path given to LoadFiles
 	Line int    // 1-based
 	Msg  string // what is wrong, in oslo's words
-	Text string // the offending line, if any
+	// Text is the offending line up to the value it assigns, if any:
+	// values are left out because they may be secrets (a transport_url
+	// with a password).
+	Text string
 }
 
 // Error formats the error as "config: FILE:LINE: MSG: TEXT".
@@ -22,6 +25,18 @@ func (e *ParseError) Error() string {
 		return fmt.Sprintf("config: %s:%d: %s", e.File, e.Line, e.Msg)
 	}
 	return fmt.Sprintf("config: %s:%d: %s: %q", e.File, e.Line, e.Msg, e.Text)
+}
+
+// withoutValue cuts a line after its first '=' or ':', where a value
+// would start; an indented line continues a value and is left out whole.
+func withoutValue(line string) string {
+	if line != "" && (line[0] == ' ' || line[0] == '\t') {
+		return ""
+	}
+	if i := strings.IndexAny(line, "=:"); i >= 0 && i < len(line)-1 {
+		return line[:i+1] + " …"
+	}
+	return line
 }
 
 // value is one assignment as read from a file, with where it came from so
@@ -69,7 +84,7 @@ func parse(name string, r io.Reader) (*layer, error) {
 		parts   []string
 	)
 	perr := func(msg, text string) error {
-		return &ParseError{File: name, Line: lineno, Msg: msg, Text: text}
+		return &ParseError{File: name, Line: lineno, Msg: msg, Text: withoutValue(text)}
 	}
 	flush := func() {
 		g := normGroup(section)

@@ -118,3 +118,24 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrorHidesValues: a syntax error names the file and line but
+// not a value the line assigns, which may be a password.
+func TestParseErrorHidesValues(t *testing.T) {
+	const secret = "s3cret-Hb61"
+	for _, in := range []string{
+		"[DEFAULT] transport_url = rabbit://nova:" + secret + "@h/\n",
+		"[DEFAULT]\n\n  transport_url = rabbit://nova:" + secret + "@h/\n",
+		"transport_url = rabbit://nova:" + secret + "@h/\n[DEFAULT]\n",
+		"[DEFAULT]\n= " + secret + "\n",
+	} {
+		_, err := parse("bad.conf", strings.NewReader(in))
+		if err == nil || !strings.Contains(err.Error(), "bad.conf:") || strings.Contains(err.Error(), secret) {
+			t.Errorf("%q: got %v, want the line without the value", in, err)
+		}
+	}
+	_, err := parse("bad.conf", strings.NewReader("[DEFAULT] transport_url = x\n"))
+	if err == nil || !strings.Contains(err.Error(), `"[DEFAULT] transport_url = …"`) {
+		t.Errorf("the line up to its value is still shown: %v", err)
+	}
+}

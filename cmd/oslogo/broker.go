@@ -11,34 +11,10 @@ import (
 	"time"
 
 	"oslogo/broker"
-
-	"github.com/BurntSushi/toml"
 )
 
 func init() {
 	register(&command{name: "broker", summary: "run the embedded AMQP 0-9-1 broker", run: runBroker})
-}
-
-// brokerFile is the --config-file format (TOML).
-type brokerFile struct {
-	AMQP                string `toml:"amqp"`
-	Data                string `toml:"data"`
-	MemoryHighWatermark int64  `toml:"memory_high_watermark"`
-	MaxConnections      int    `toml:"max_connections"`
-	LogLevel            string `toml:"log_level"`
-	Users               []struct {
-		Name         string   `toml:"name"`
-		Password     string   `toml:"password"`
-		PasswordHash string   `toml:"password_hash"`
-		Tags         []string `toml:"tags"`
-		Permissions  map[string]struct {
-			Configure string `toml:"configure"`
-			Write     string `toml:"write"`
-			Read      string `toml:"read"`
-		} `toml:"permissions"`
-	} `toml:"users"`
-	VHosts        []string `toml:"vhosts"`
-	LoopbackUsers []string `toml:"loopback_users"`
 }
 
 func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
@@ -62,39 +38,12 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
 	if *cfgFile != "" {
-		var f brokerFile
-		if _, err := toml.DecodeFile(*cfgFile, &f); err != nil {
+		data, err := os.ReadFile(*cfgFile)
+		if err != nil {
 			return usageError(fmt.Errorf("config file: %w", err))
 		}
-		if f.AMQP != "" {
-			opts.AMQPAddr = f.AMQP
-		}
-		if f.Data != "" {
-			opts.DataDir = f.Data
-		}
-		if f.MemoryHighWatermark > 0 {
-			opts.MemoryHighWatermark = f.MemoryHighWatermark
-		}
-		opts.MaxConnections = f.MaxConnections
-		if len(f.Users) > 0 {
-			opts.Users = nil
-			for _, u := range f.Users {
-				bu := broker.User{Name: u.Name, Password: u.Password, PasswordHash: u.PasswordHash, Tags: u.Tags}
-				if u.Permissions != nil {
-					bu.Permissions = map[string]broker.Permission{}
-					for vh, p := range u.Permissions {
-						bu.Permissions[vh] = broker.Permission{Configure: p.Configure, Write: p.Write, Read: p.Read}
-					}
-				}
-				opts.Users = append(opts.Users, bu)
-			}
-		}
-		opts.VHosts = append(opts.VHosts, f.VHosts...)
-		if f.LoopbackUsers != nil {
-			opts.LoopbackUsers = f.LoopbackUsers
-		}
-		if f.LogLevel == "debug" {
-			level = slog.LevelDebug
+		if err := applyBrokerFile(string(data), &opts, &level); err != nil {
+			return usageError(fmt.Errorf("config file %s: %w", *cfgFile, err))
 		}
 	}
 	if *addr != "" {
@@ -115,6 +64,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
+	if ta := srv.TLSAddr(); ta != nil {
+		fmt.Fprintf(env.stdout, "oslogo broker listening on amqps://%s\n", ta)
+	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

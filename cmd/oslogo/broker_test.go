@@ -20,6 +20,10 @@ vhosts = ["nova"]
 [[users]]
 name = "nova"
 password = "secret"
+[users.permissions."nova"]
+configure = ".*"
+write = ".*"
+read = ".*"
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}

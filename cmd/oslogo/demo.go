@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -41,6 +42,16 @@ func startEmbeddedBroker() (string, func(), error) {
 		b.Shutdown(ctx)
 	}
 	return "rabbit://guest:guest@" + b.Addr().String() + "/", stop, nil
+}
+
+// redactedURL returns a transport URL fit to print: the password masked
+// as url.URL.Redacted masks it, or nothing of a URL that does not parse.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a transport URL that does not parse)"
+	}
+	return u.Redacted()
 }
 
 // transcript prints the demo's steps and counts failed checks.
@@ -135,7 +146,7 @@ func runDemo(ctx context.Context, env *cmdEnv, args []string) error {
 		where = u
 		t.say("oslogo demo: OpenStack messaging end to end, on the embedded AMQP broker at %s", strings.TrimSuffix(strings.TrimPrefix(u, "rabbit://guest:guest@"), "/"))
 	} else {
-		t.say("oslogo demo: OpenStack messaging end to end, on %s", where)
+		t.say("oslogo demo: OpenStack messaging end to end, on %s", redactedURL(where))
 	}
 	cfg := messaging.DefaultTransportConfig()
 	cfg.ResponseTimeout = 15 * time.Second
