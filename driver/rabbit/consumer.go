@@ -5,9 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
-	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -16,28 +16,61 @@ import (
 )
 
 // inboxSize bounds the requests or notifications a listener holds for its
-// reader; the broker keeps the rest (unacked notifications) or amqp091-go
-// buffers them (RPC, already acked).
+// reader. They are not acknowledged yet: if the connection drops, the
+// broker delivers them again and the stale copies are skipped.
 const inboxSize = 64
 
 // maxBatch bounds the deliveries taken from a consumer in one go (and the
 // replies acknowledged together).
 const maxBatch = 64
 
-// consumerHandle is one basic.consume: its channel, tag and deliveries.
-type consumerHandle struct {
-	ch      *amqp.Channel
-	tag     string
-	dels    <-chan amqp.Delivery
-	autoAck bool // no_ack consumer: the broker counts a delivery as acknowledged once sent
+// defaultPrefetch is the basic.qos prefetch count of every listening
+// consumer when rabbit_qos_prefetch_count is 0 (oslo's "no limit"). Every
+// consumer acknowledges manually, so the broker, not this process, holds
+// the backlog, and whatever the client library holds when a connection
+// drops is delivered again.
+const defaultPrefetch = 64
+
+// listenPrefetch is the prefetch count of a listening consumer.
+func (c Config) listenPrefetch() int {
+	if c.Prefetch > 0 {
+		return c.Prefetch
+	}
+	return defaultPrefetch
 }
 
-// consumeSession is one listening connection with its consumers. ch is
-// the channel setup declared on; consumers may have channels of their own.
+// queueSpec is one queue a consumer reads: declare (re)creates it with its
+// exchanges and bindings, on the channel that then consumes from it.
+type queueSpec struct {
+	queue   string
+	declare func(ch *amqp.Channel) error
+}
+
+// listenChannel is a channel with one consumer at a time. acked is the
+// highest delivery tag acknowledged with basic.ack(multiple) by the
+// listener that owns it (guarded by that listener's lock).
+type listenChannel struct {
+	ch    *amqp.Channel
+	acked uint64
+}
+
+// consumerHandle is one basic.consume: its queue, channel, tag and
+// deliveries.
+type consumerHandle struct {
+	spec *queueSpec
+	lc   *listenChannel
+	ch   *amqp.Channel // lc.ch
+	tag  string
+	dels <-chan amqp.Delivery
+}
+
+// consumeSession is one listening connection with its consumers, one
+// channel each; ch is a spare channel for the owner's own use (deleting a
+// fanout queue on close).
 type consumeSession struct {
 	conn *amqp.Connection
 	ch   *amqp.Channel
-	cons []*consumerHandle
+	cons []*consumerHandle // guarded by consumer.mu once the session runs
 }
 
 func (s *consumeSession) close() {
@@ -47,14 +80,16 @@ func (s *consumeSession) close() {
 }
 
 // consumer is the reconnecting core shared by the reply waiter, RPC
-// listeners and notification listeners: setup declares and consumes,
-// handle processes the deliveries of one consumer, in order, up to
-// maxBatch at a time.
+// listeners and notification listeners: it consumes every queue of
+// queues on a channel of its own, and handle processes the deliveries of
+// one consumer, in order, up to maxBatch at a time. A consumer the broker
+// cancels (its queue deleted, an HA failover) is subscribed again on its
+// own; only a lost connection starts a new session.
 type consumer struct {
-	d     *Driver
-	name  string
-	log   *slog.Logger
-	setup func(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error)
+	d      *Driver
+	name   string
+	log    *slog.Logger
+	queues []*queueSpec
 
 	// flushC, when set, is polled by run along with the deliveries, and
 	// flush is called when it fires (deferred acknowledgements).
@@ -69,6 +104,8 @@ type consumer struct {
 	stopCh  chan struct{}
 	stopped bool
 	tagSeq  int
+
+	resubscribed atomic.Int64 // consumers subscribed again without a new session, for tests
 }
 
 func newConsumer(d *Driver, name string) *consumer {
@@ -84,23 +121,31 @@ func (c *consumer) nextTag() string {
 	return strconv.Itoa(c.tagSeq)
 }
 
-// connect opens a connection and runs setup on it.
+// connect opens a connection and subscribes to every queue.
 func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 	conn, err := c.d.dialer.dial(ctx, c.name)
 	if err != nil {
 		return nil, err
 	}
-	ch, err := c.openChannel(conn)
+	ch, err := conn.Channel()
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	cons, err := c.setup(ctx, conn, ch)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
+	s := &consumeSession{conn: conn, ch: ch}
+	for _, q := range c.queues {
+		lc, err := c.openChannel(conn)
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		h, err := c.subscribe(lc, q)
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		s.cons = append(s.cons, h)
 	}
-	s := &consumeSession{conn: conn, ch: ch, cons: cons}
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -112,35 +157,55 @@ func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 	return s, nil
 }
 
-// openChannel opens a listening channel, with basic.qos when
-// rabbit_qos_prefetch_count is set.
-func (c *consumer) openChannel(conn *amqp.Connection) (*amqp.Channel, error) {
+// openChannel opens a listening channel with its prefetch limit.
+func (c *consumer) openChannel(conn *amqp.Connection) (*listenChannel, error) {
 	ch, err := conn.Channel()
-	if err == nil && c.d.cfg.Prefetch > 0 {
-		err = ch.Qos(c.d.cfg.Prefetch, 0, false)
-	}
-	return ch, err
-}
-
-// consume starts one consumer on ch with the next tag; autoAck consumes
-// with no_ack.
-func (c *consumer) consume(ch *amqp.Channel, queue string, autoAck bool) (*consumerHandle, error) {
-	tag := c.nextTag()
-	dels, err := ch.Consume(queue, tag, autoAck, false, false, false, c.d.cfg.consumerArgs())
 	if err != nil {
 		return nil, err
 	}
-	return &consumerHandle{ch: ch, tag: tag, dels: dels, autoAck: autoAck}, nil
+	if err := ch.Qos(c.d.cfg.listenPrefetch(), 0, false); err != nil {
+		return nil, err
+	}
+	return &listenChannel{ch: ch}, nil
 }
 
-// ackOnReceipt reports whether consumers that oslo acknowledges on receipt
-// (RPC servers before dispatch, the reply waiter) can consume with no_ack.
-// Without rabbit_qos_prefetch_count the broker pushes everything at once
-// either way and the message is gone from the queue as soon as the client
-// holds it, so no_ack is observably the same (at-most-once) and spares an
-// ack per message on both sides. With a prefetch limit the acks are what
-// paces the broker, so they stay.
-func (c Config) ackOnReceipt() bool { return c.Prefetch <= 0 }
+// subscribe declares q on lc and consumes from it with the next tag, with
+// manual acknowledgements.
+func (c *consumer) subscribe(lc *listenChannel, q *queueSpec) (*consumerHandle, error) {
+	if err := q.declare(lc.ch); err != nil {
+		return nil, err
+	}
+	tag := c.nextTag()
+	dels, err := lc.ch.Consume(q.queue, tag, false, false, false, false, c.d.cfg.consumerArgs())
+	if err != nil {
+		return nil, err
+	}
+	return &consumerHandle{spec: q, lc: lc, ch: lc.ch, tag: tag, dels: dels}, nil
+}
+
+// resubscribe replaces h, whose deliveries ended while the connection is
+// alive: cancelled by the broker (its channel is still open and keeps
+// the deliveries not yet acknowledged, so it is reused) or its channel
+// closed by an error (a new one is opened; the broker requeued what the
+// old one had not acknowledged).
+func (c *consumer) resubscribe(s *consumeSession, h *consumerHandle) (*consumerHandle, error) {
+	if !h.ch.IsClosed() {
+		nh, err := c.subscribe(h.lc, h.spec)
+		if err == nil || s.conn.IsClosed() {
+			return nh, err
+		}
+		c.log.Info("consumer not resubscribed on its channel, opening another", "queue", h.spec.queue, "err", err)
+	}
+	lc, err := c.openChannel(s.conn)
+	if err != nil {
+		return nil, err
+	}
+	nh, err := c.subscribe(lc, h.spec)
+	if err != nil {
+		_ = lc.ch.Close()
+	}
+	return nh, err
+}
 
 // reconnect retries connect with backoff until it works or the consumer
 // stops; nil means stopped.
@@ -171,12 +236,13 @@ func (c *consumer) stop() {
 	c.stopped = true
 	close(c.stopCh)
 	c.cancel()
-	s := c.cur
+	var cons []*consumerHandle
+	if c.cur != nil {
+		cons = append(cons, c.cur.cons...)
+	}
 	c.mu.Unlock()
-	if s != nil {
-		for _, h := range s.cons {
-			_ = h.ch.Cancel(h.tag, false)
-		}
+	for _, h := range cons {
+		_ = h.ch.Cancel(h.tag, false)
 	}
 }
 
@@ -202,8 +268,9 @@ func (c *consumer) session() *consumeSession {
 func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch []amqp.Delivery)) {
 	batch := make([]amqp.Delivery, 0, maxBatch)
 	for s != nil {
-		open := make([]*consumerHandle, len(s.cons))
-		copy(open, s.cons)
+		c.mu.Lock()
+		open := append([]*consumerHandle(nil), s.cons...)
+		c.mu.Unlock()
 		for len(open) > 0 {
 			var flushC <-chan time.Time
 			if c.flushC != nil {
@@ -215,22 +282,37 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 				continue
 			}
 			if !ok {
-				open = append(open[:i], open[i+1:]...)
-				if !c.isStopped() {
-					// A consumer cancelled by the broker (queue deleted) or a
-					// lost connection: start over on a fresh connection.
+				if c.isStopped() {
+					open = append(open[:i], open[i+1:]...)
+					continue
+				}
+				if s.conn.IsClosed() {
 					break
 				}
+				nh, err := c.resubscribe(s, open[i])
+				if err != nil {
+					c.log.Warn("consumer cancelled and not resubscribed, reconnecting", "queue", open[i].spec.queue, "err", err)
+					break
+				}
+				c.log.Info("consumer cancelled by the broker, resubscribed", "queue", nh.spec.queue)
+				c.resubscribed.Add(1)
+				c.mu.Lock()
+				for j, h := range s.cons {
+					if h == open[i] {
+						s.cons[j] = nh
+					}
+				}
+				stopped := c.stopped
+				c.mu.Unlock()
+				if stopped { // stop did not see it
+					_ = nh.ch.Cancel(nh.tag, false)
+				}
+				open[i] = nh
 				continue
 			}
 			h := open[i]
+			// Take what this consumer already received, without waiting.
 			batch = append(batch[:0], d)
-			// amqp091-go hands deliveries over one at a time from a
-			// goroutine of its own, through an unbuffered channel: yielding
-			// once lets it offer the next one it already holds, so that
-			// more deliveries share one ack. A no_ack consumer has no acks
-			// to share and does not wait.
-			yielded := h.autoAck
 		more:
 			for len(batch) < maxBatch {
 				select {
@@ -239,13 +321,8 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 						break more // seen closed on the next receive
 					}
 					batch = append(batch, d)
-					yielded = false
 				default:
-					if yielded {
-						break more
-					}
-					runtime.Gosched()
-					yielded = true
+					break more
 				}
 			}
 			handle(h, batch)

@@ -32,7 +32,7 @@ func (d *Driver) ListenNotifications(ctx context.Context, targets []driver.Notif
 		dedup:   newDedup(),
 	}
 	l.c = newConsumer(d, "notify")
-	l.c.setup = l.setup
+	l.c.queues = l.queues()
 	s, err := l.c.connect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: listen for notifications: %w", err)
@@ -64,36 +64,41 @@ type notifyListener struct {
 	dedup *dedup
 }
 
-func (l *notifyListener) setup(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
+// queues are the notification queues, each declared with its exchanges
+// and bindings and consumed on a channel of its own.
+func (l *notifyListener) queues() []*queueSpec {
 	cfg := l.d.cfg
-	seen := map[string]bool{}
-	var cons []*consumerHandle
+	var specs []*queueSpec
+	bound := map[string][]driver.NotificationTarget{}
 	for _, t := range l.targets {
-		key := t.Topic + "." + t.Priority
-		queue := key
+		queue := t.Topic + "." + t.Priority
 		if l.pool != "" {
 			queue = l.pool
 		}
-		if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
-			return nil, err
+		if bound[queue] == nil {
+			specs = append(specs, &queueSpec{queue: queue})
 		}
-		if _, err := ch.QueueDeclare(queue, cfg.durable(), cfg.AutoDelete, false, false, cfg.topicQueueArgs()); err != nil {
-			return nil, err
-		}
-		if err := ch.QueueBind(queue, key, t.Exchange, false, nil); err != nil {
-			return nil, err
-		}
-		if seen[queue] {
-			continue
-		}
-		seen[queue] = true
-		h, err := l.c.consume(ch, queue, false)
-		if err != nil {
-			return nil, err
-		}
-		cons = append(cons, h)
+		bound[queue] = append(bound[queue], t)
 	}
-	return cons, nil
+	for _, q := range specs {
+		targets := bound[q.queue]
+		q.declare = func(ch *amqp.Channel) error {
+			for _, t := range targets {
+				key := t.Topic + "." + t.Priority
+				if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
+					return err
+				}
+				if _, err := ch.QueueDeclare(q.queue, cfg.durable(), cfg.AutoDelete, false, false, cfg.topicQueueArgs()); err != nil {
+					return err
+				}
+				if err := ch.QueueBind(q.queue, key, t.Exchange, false, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return specs
 }
 
 func (l *notifyListener) run(s *consumeSession) {
@@ -105,13 +110,13 @@ func (l *notifyListener) run(s *consumeSession) {
 }
 
 // handle queues each notification of a batch; the handler acks them.
-func (l *notifyListener) handle(_ *consumerHandle, batch []amqp.Delivery) {
+func (l *notifyListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 	for _, dl := range batch {
-		l.handleOne(dl)
+		l.handleOne(h, dl)
 	}
 }
 
-func (l *notifyListener) handleOne(dl amqp.Delivery) {
+func (l *notifyListener) handleOne(h *consumerHandle, dl amqp.Delivery) {
 	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 	var n *driver.Notification
 	var uid string
@@ -132,22 +137,27 @@ func (l *notifyListener) handleOne(dl amqp.Delivery) {
 		return
 	}
 	select {
-	case l.out <- &notifyIncoming{l: l, n: n, uid: uid, dl: dl}:
+	case l.out <- &notifyIncoming{l: l, n: n, uid: uid, dl: dl, ch: h.ch}:
 	case <-l.closeCh:
 	}
 }
 
 // Receive returns the next notification; driver.ErrClosed once stopped and
-// drained.
+// drained. A notification whose channel closed before it was handed over
+// is skipped: the broker took it back and delivers it again.
 func (l *notifyListener) Receive(ctx context.Context) (driver.IncomingNotification, error) {
-	select {
-	case n, ok := <-l.out:
-		if !ok {
-			return nil, driver.ErrClosed
+	for {
+		select {
+		case n, ok := <-l.out:
+			if !ok {
+				return nil, driver.ErrClosed
+			}
+			if !n.ch.IsClosed() {
+				return n, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return n, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 
@@ -176,6 +186,7 @@ type notifyIncoming struct {
 	n   *driver.Notification
 	uid string
 	dl  amqp.Delivery
+	ch  *amqp.Channel // the channel it came on
 }
 
 func (n *notifyIncoming) Notification() *driver.Notification { return n.n }

@@ -349,19 +349,21 @@ func TestReplyAcksRespectPrefetch(t *testing.T) {
 	}
 }
 
-// TestAckOnReceipt: without rabbit_qos_prefetch_count the RPC queues and
-// the reply queue are consumed with no_ack (oslo acknowledges them on
-// receipt anyway), notification queues never are; a malformed request or
-// reply on a no_ack consumer is dropped without a reject (which would be a
-// channel error) and the consumers keep serving. With a prefetch limit
-// the acknowledgements stay.
-func TestAckOnReceipt(t *testing.T) {
+// TestManualAcks: every consumer (RPC queues, reply queue, notification
+// queues) acknowledges manually with a prefetch limit, 64 without
+// rabbit_qos_prefetch_count, as RabbitMQ's list_consumers shows; a
+// malformed request or reply is rejected and the consumers keep serving;
+// nothing is left in the queues.
+func TestManualAcks(t *testing.T) {
 	for _, prefetch := range []string{"0", "2"} {
 		t.Run("prefetch="+prefetch, func(t *testing.T) {
 			cfg := map[string]string{"rabbit_qos_prefetch_count": prefetch}
 			srv := openTest(t, cfg)
 			cli := openTest(t, cfg)
-			wantAuto := prefetch == "0"
+			wantPrefetch := prefetch
+			if prefetch == "0" {
+				wantPrefetch = strconv.Itoa(defaultPrefetch)
+			}
 			topic := uniqueTopic(t)
 			ctx := ctxT(t, 30*time.Second)
 			l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
@@ -383,17 +385,24 @@ func TestAckOnReceipt(t *testing.T) {
 				}
 			}
 			call()
-			for _, h := range l.(*rpcListener).c.session().cons {
-				if h.autoAck != wantAuto {
-					t.Fatalf("RPC consumer on %s: autoAck %v, want %v", topic, h.autoAck, wantAuto)
+			queues := map[string]bool{topic: false, topic + ".s": false, l.(*rpcListener).fanoutQ: false, cli.replyQ: false, topic + ".info": false}
+			out := rabbitmqctl(t, "-q", "list_consumers", "-p", "oslogo_test", "--no-table-headers", "queue_name", "ack_required", "prefetch_count")
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) != 3 {
+					continue
+				}
+				if _, ok := queues[f[0]]; !ok {
+					continue
+				}
+				queues[f[0]] = true
+				if f[1] != "true" || f[2] != wantPrefetch {
+					t.Errorf("consumer on %s: ack_required %s, prefetch %s; want true, %s", f[0], f[1], f[2], wantPrefetch)
 				}
 			}
-			if h := cli.waiter.c.session().cons[0]; h.autoAck != wantAuto {
-				t.Fatalf("reply consumer: autoAck %v, want %v", h.autoAck, wantAuto)
-			}
-			for _, h := range nl.(*notifyListener).c.session().cons {
-				if h.autoAck {
-					t.Fatal("notification consumer with no_ack")
+			for q, found := range queues {
+				if !found {
+					t.Errorf("no consumer on %s", q)
 				}
 			}
 			// Malformed request and reply, then the consumers still work.
@@ -407,19 +416,21 @@ func TestAckOnReceipt(t *testing.T) {
 				}
 			}
 			call()
-			if !wantAuto {
-				return
-			}
 			call()
-			if n := cli.waiter.ackRounds.Load(); n != 0 {
-				t.Fatalf("%d reply acks sent by a no_ack consumer", n)
-			}
-			q, err := ch.QueueDeclarePassive(topic, false, false, false, false, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if q.Messages != 0 {
-				t.Fatalf("%d requests left in %s", q.Messages, topic)
+			for _, q := range []string{topic, cli.replyQ} {
+				for {
+					st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st.Messages == 0 {
+						break
+					}
+					if ctx.Err() != nil {
+						t.Fatalf("%d messages left in %s", st.Messages, q)
+					}
+					time.Sleep(10 * time.Millisecond) // polling the broker's count
+				}
 			}
 		})
 	}

@@ -38,10 +38,12 @@ type replyWaiter struct {
 
 	// Deferred acknowledgement state, used by the consumer goroutine only:
 	// handled replies are acknowledged together (basic.ack multiple) once
-	// maxBatch accumulate or replyAckDelay after the first, instead of one
+	// ackBatch accumulate or replyAckDelay after the first, instead of one
 	// ack frame per reply. The reply queue is this driver's own, so nobody
 	// else can observe the difference; a reply redelivered after a
-	// reconnect finds no waiting call and is dropped, as late replies are.
+	// reconnect finds no waiting call and is dropped, as late replies are,
+	// and one still in the client library when the connection dropped is
+	// delivered again.
 	ackCh    *amqp.Channel
 	ackTag   uint64
 	unacked  int
@@ -65,16 +67,12 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 	w.ackTimer = time.NewTimer(time.Hour)
 	w.ackTimer.Stop()
 	w.c = newConsumer(d, "reply")
-	w.c.setup = func(_ context.Context, _ *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
+	w.c.queues = []*queueSpec{{queue: d.replyQ, declare: func(ch *amqp.Channel) error {
 		if _, err := ch.QueueDeclare(d.replyQ, false, false, false, false, d.cfg.transientQueueArgs()); err != nil {
-			return nil, fmt.Errorf("rabbit: declare reply queue: %w", err)
+			return fmt.Errorf("rabbit: declare reply queue: %w", err)
 		}
-		h, err := w.c.consume(ch, d.replyQ, d.cfg.ackOnReceipt())
-		if err != nil {
-			return nil, err
-		}
-		return []*consumerHandle{h}, nil
-	}
+		return nil
+	}}}
 	w.c.flushC = func() <-chan time.Time {
 		if w.armed {
 			return w.ackTimer.C
@@ -226,11 +224,11 @@ func (w *replyWaiter) unregister(msgID string, pc *pendingCall) {
 }
 
 func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {
-	if w.ackCh != h.ch { // a new session: the old tags are gone with it
+	if w.ackCh != h.ch { // a new channel: the old tags are gone with it
 		w.ackCh, w.unacked = h.ch, 0
 	}
 	for _, dl := range batch {
-		if w.deliver(dl, h.autoAck) && !h.autoAck {
+		if w.deliver(dl) {
 			w.ackTag = dl.DeliveryTag
 			w.unacked++
 		}
@@ -244,28 +242,24 @@ func (w *replyWaiter) handle(h *consumerHandle, batch []amqp.Delivery) {
 	}
 }
 
-// ackBatch is how many handled replies are acknowledged together: with a
-// prefetch limit the broker stops delivering once that many are
-// unacknowledged, so they are acknowledged before it is reached.
+// ackBatch is how many handled replies are acknowledged together: the
+// broker stops delivering once the prefetch limit is unacknowledged, so
+// they are acknowledged at half of it, and the broker keeps sending while
+// the ack is on its way.
 func (w *replyWaiter) ackBatch() int {
-	if p := w.d.cfg.Prefetch; p > 0 && p < maxBatch {
-		return p
-	}
-	return maxBatch
+	return max(1, min(w.d.cfg.listenPrefetch()/2, maxBatch))
 }
 
 // deliver hands one reply to its call; it reports false for a malformed
-// reply, which it rejects (or drops, consumed with no_ack).
-func (w *replyWaiter) deliver(dl amqp.Delivery, autoAck bool) bool {
+// reply, which it rejects.
+func (w *replyWaiter) deliver(dl amqp.Delivery) bool {
 	m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 	var r *incomingReply
 	if err == nil {
 		r, err = decodeReply(m)
 	}
 	if err != nil {
-		if !autoAck {
-			_ = dl.Reject(false)
-		}
+		_ = dl.Reject(false)
 		w.c.log.Warn("malformed reply dropped", "err", err)
 		return false
 	}

@@ -28,7 +28,7 @@ func (d *Driver) Listen(ctx context.Context, target driver.Target) (driver.RPCLi
 		dedup:   newDedup(),
 	}
 	l.c = newConsumer(d, "rpc-"+target.Topic)
-	l.c.setup = l.setup
+	l.c.queues = l.queues()
 	s, err := l.c.connect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: listen on %s: %w", target, err)
@@ -44,7 +44,10 @@ func (d *Driver) Listen(ctx context.Context, target driver.Target) (driver.RPCLi
 	return l, nil
 }
 
-// rpcListener is an RPC server's consumer.
+// rpcListener is an RPC server's consumer. Requests are acknowledged when
+// Receive hands them to the server, as oslo's server acknowledges a
+// request when it takes it for dispatch: until then the broker still
+// owns them, and delivers them again if the connection drops.
 type rpcListener struct {
 	d       *Driver
 	c       *consumer
@@ -55,51 +58,41 @@ type rpcListener struct {
 	closeMu sync.Mutex
 	closed  bool
 	done    chan struct{}
-	dedup   *dedup // used by the run goroutine only
+
+	amu   sync.Mutex // held while a request is acknowledged and handed over
+	dedup *dedup     // guarded by amu
 }
 
-func (l *rpcListener) setup(_ context.Context, conn *amqp.Connection, ch *amqp.Channel) ([]*consumerHandle, error) {
+// queues are T, T.S and T_fanout_<hex>, each with its exchange and
+// binding, each consumed on a channel of its own: delivery tags are per
+// channel, so one basic.ack(multiple) covers exactly the requests of that
+// queue handed over before.
+func (l *rpcListener) queues() []*queueSpec {
 	cfg := l.d.cfg
 	t := l.target
-	if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
-		return nil, err
-	}
 	fanoutX := t.Topic + "_fanout"
-	if err := ch.ExchangeDeclare(fanoutX, amqp.ExchangeFanout, false, true, false, false, nil); err != nil {
-		return nil, err
+	topicX := func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil)
 	}
-	type q struct {
-		name, exchange, key string
-		durable, autoDelete bool
-		args                amqp.Table
+	fanout := func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(fanoutX, amqp.ExchangeFanout, false, true, false, false, nil)
 	}
-	qs := []q{
-		{t.Topic, t.Exchange, t.Topic, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()},
-		{t.Topic + "." + t.Server, t.Exchange, t.Topic + "." + t.Server, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()},
-		{l.fanoutQ, fanoutX, t.Topic, false, false, cfg.transientQueueArgs()},
+	queue := func(name, exchange, key string, xdecl func(*amqp.Channel) error, durable, autoDelete bool, args amqp.Table) *queueSpec {
+		return &queueSpec{queue: name, declare: func(ch *amqp.Channel) error {
+			if err := xdecl(ch); err != nil {
+				return err
+			}
+			if _, err := ch.QueueDeclare(name, durable, autoDelete, false, false, args); err != nil {
+				return err
+			}
+			return ch.QueueBind(name, key, exchange, false, nil)
+		}}
 	}
-	var cons []*consumerHandle
-	for _, q := range qs {
-		if _, err := ch.QueueDeclare(q.name, q.durable, q.autoDelete, false, false, q.args); err != nil {
-			return nil, err
-		}
-		if err := ch.QueueBind(q.name, q.key, q.exchange, false, nil); err != nil {
-			return nil, err
-		}
-		// One channel per queue: delivery tags are per channel, so a
-		// basic.ack(multiple) covers exactly the requests of that queue
-		// that were already taken.
-		qch, err := l.c.openChannel(conn)
-		if err != nil {
-			return nil, err
-		}
-		h, err := l.c.consume(qch, q.name, cfg.ackOnReceipt())
-		if err != nil {
-			return nil, err
-		}
-		cons = append(cons, h)
+	return []*queueSpec{
+		queue(t.Topic, t.Exchange, t.Topic, topicX, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()),
+		queue(t.Topic+"."+t.Server, t.Exchange, t.Topic+"."+t.Server, topicX, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()),
+		queue(l.fanoutQ, fanoutX, t.Topic, fanout, false, false, cfg.transientQueueArgs()),
 	}
-	return cons, nil
 }
 
 func (l *rpcListener) run(s *consumeSession) {
@@ -118,14 +111,9 @@ func (l *rpcListener) run(s *consumeSession) {
 	}
 }
 
-// handle acknowledges a batch of requests before any of them is
-// dispatched (at-most-once, as oslo) with one basic.ack(multiple), then
-// queues them. Malformed requests are rejected on their own first. On a
-// no_ack consumer the broker already counts them as acknowledged and
-// malformed ones are dropped.
+// handle queues a batch of requests for Receive, unacknowledged;
+// malformed requests are rejected without requeue.
 func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
-	ins := make([]*incomingRequest, 0, len(batch))
-	var last uint64
 	for _, dl := range batch {
 		m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 		var in *incomingRequest
@@ -133,51 +121,60 @@ func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 			in, err = decodeRequest(m)
 		}
 		if err != nil {
-			if !h.autoAck {
-				_ = dl.Reject(false)
-			}
+			_ = dl.Reject(false)
 			l.c.log.Warn("malformed request dropped", "err", err, "routing_key", dl.RoutingKey)
 			continue
 		}
-		ins = append(ins, in)
-		last = dl.DeliveryTag
-	}
-	if len(ins) == 0 {
-		return
-	}
-	if !h.autoAck {
-		if err := h.ch.Ack(last, true); err != nil {
-			l.c.log.Warn("ack failed, requests discarded", "err", err, "count", len(ins))
-			return
-		}
-	}
-	for _, in := range ins {
-		if in.uniqueID != "" {
-			if l.dedup.seen(in.uniqueID) {
-				l.c.log.Info("duplicate message dropped", "unique_id", in.uniqueID)
-				continue
-			}
-			l.dedup.add(in.uniqueID)
-		}
 		select {
-		case l.out <- &rpcIncoming{l: l, in: in}:
+		case l.out <- &rpcIncoming{l: l, in: in, h: h, tag: dl.DeliveryTag}:
 		case <-l.closeCh:
+			return
 		}
 	}
 }
 
-// Receive returns the next request; driver.ErrClosed once stopped and
-// drained.
+// Receive returns the next request, acknowledged; driver.ErrClosed once
+// stopped and drained.
 func (l *rpcListener) Receive(ctx context.Context) (driver.IncomingRequest, error) {
-	select {
-	case r, ok := <-l.out:
-		if !ok {
-			return nil, driver.ErrClosed
+	for {
+		select {
+		case r, ok := <-l.out:
+			if !ok {
+				return nil, driver.ErrClosed
+			}
+			if l.accept(r) {
+				return r, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return r, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+}
+
+// accept acknowledges r, with every request of its channel handed over
+// before it (one basic.ack(multiple)), and reports whether to hand it
+// over. A request whose channel is gone is skipped: the broker took it
+// back and delivers it again. A duplicate _unique_id is acknowledged and
+// skipped, as oslo drops one on receipt.
+func (l *rpcListener) accept(r *rpcIncoming) bool {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	lc := r.h.lc
+	if r.tag > lc.acked {
+		if err := lc.ch.Ack(r.tag, true); err != nil {
+			l.c.log.Debug("request not acknowledged, the broker delivers it again", "err", err)
+			return false
+		}
+		lc.acked = r.tag
+	}
+	if uid := r.in.uniqueID; uid != "" {
+		if l.dedup.seen(uid) {
+			l.c.log.Info("duplicate message dropped", "unique_id", uid)
+			return false
+		}
+		l.dedup.add(uid)
+	}
+	return true
 }
 
 // Stop cancels the consumers; requests already received stay readable.
@@ -199,8 +196,10 @@ func (l *rpcListener) Close() error {
 
 // rpcIncoming is one received request.
 type rpcIncoming struct {
-	l  *rpcListener
-	in *incomingRequest
+	l   *rpcListener
+	in  *incomingRequest
+	h   *consumerHandle // the consumer it came from
+	tag uint64          // its delivery tag on h's channel
 }
 
 func (r *rpcIncoming) Request() *driver.Request     { return &r.in.req }
