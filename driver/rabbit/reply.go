@@ -56,10 +56,9 @@ type replyWaiter struct {
 
 // pendingCall is one call waiting for replies.
 type pendingCall struct {
-	final    chan *driver.Reply // one slot: the final reply
-	beat     chan struct{}      // one slot: a heartbeat or partial reply came
-	returned chan struct{}      // one slot: the mandatory request came back
-	partial  *driver.Reply      // last non-null result or failure (guarded by replyWaiter.mu)
+	final   chan *driver.Reply // one slot: the final reply
+	beat    chan struct{}      // one slot: a heartbeat or partial reply came
+	partial *driver.Reply      // last non-null result or failure (guarded by replyWaiter.mu)
 }
 
 func newReplyWaiter(d *Driver) *replyWaiter {
@@ -189,7 +188,7 @@ func (w *replyWaiter) close() {
 
 // pendingCalls recycles pendingCall values and their channels.
 var pendingCalls = sync.Pool{New: func() any {
-	return &pendingCall{final: make(chan *driver.Reply, 1), beat: make(chan struct{}, 1), returned: make(chan struct{}, 1)}
+	return &pendingCall{final: make(chan *driver.Reply, 1), beat: make(chan struct{}, 1)}
 }}
 
 func (w *replyWaiter) register(msgID string) *pendingCall {
@@ -214,10 +213,6 @@ func (w *replyWaiter) unregister(msgID string, pc *pendingCall) {
 	}
 	select {
 	case <-pc.beat:
-	default:
-	}
-	select {
-	case <-pc.returned:
 	default:
 	}
 	pendingCalls.Put(pc)
