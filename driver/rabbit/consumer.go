@@ -90,6 +90,14 @@ type consumer struct {
 	name   string
 	log    *slog.Logger
 	queues []*queueSpec
+	// sharedChannel consumes every queue on one channel (a notification
+	// listener may have many queues; a connection has at most 16
+	// channels). Otherwise each queue has a channel of its own.
+	sharedChannel bool
+	// reopened maps a closed channel to the one that replaced it, so that
+	// the consumers of a shared channel move to one new channel (used by
+	// the run goroutine only).
+	reopened map[*listenChannel]*listenChannel
 
 	// flushC, when set, is polled by run along with the deliveries, and
 	// flush is called when it fires (deferred acknowledgements).
@@ -133,11 +141,13 @@ func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 		return nil, err
 	}
 	s := &consumeSession{conn: conn, ch: ch}
+	var lc *listenChannel
 	for _, q := range c.queues {
-		lc, err := c.openChannel(conn)
-		if err != nil {
-			_ = conn.Close()
-			return nil, err
+		if lc == nil || !c.sharedChannel {
+			if lc, err = c.openChannel(conn); err != nil {
+				_ = conn.Close()
+				return nil, err
+			}
 		}
 		h, err := c.subscribe(lc, q)
 		if err != nil {
@@ -196,9 +206,17 @@ func (c *consumer) resubscribe(s *consumeSession, h *consumerHandle) (*consumerH
 		}
 		c.log.Info("consumer not resubscribed on its channel, opening another", "queue", h.spec.queue, "err", err)
 	}
-	lc, err := c.openChannel(s.conn)
-	if err != nil {
-		return nil, err
+	lc := c.reopened[h.lc]
+	if lc == nil || lc.ch.IsClosed() {
+		var err error
+		if lc, err = c.openChannel(s.conn); err != nil {
+			return nil, err
+		}
+		if c.reopened == nil {
+			c.reopened = map[*listenChannel]*listenChannel{}
+		}
+		clear(c.reopened) // only the latest replacement is of use
+		c.reopened[h.lc] = lc
 	}
 	nh, err := c.subscribe(lc, h.spec)
 	if err != nil {

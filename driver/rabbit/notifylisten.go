@@ -33,6 +33,7 @@ func (d *Driver) ListenNotifications(ctx context.Context, targets []driver.Notif
 	}
 	l.c = newConsumer(d, "notify")
 	l.c.queues = l.queues()
+	l.c.sharedChannel = true
 	s, err := l.c.connect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: listen for notifications: %w", err)

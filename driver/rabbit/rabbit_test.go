@@ -386,24 +386,34 @@ func TestManualAcks(t *testing.T) {
 			}
 			call()
 			queues := map[string]bool{topic: false, topic + ".s": false, l.(*rpcListener).fanoutQ: false, cli.replyQ: false, topic + ".info": false}
-			out := rabbitmqctl(t, "-q", "list_consumers", "-p", "oslogo_test", "--no-table-headers", "queue_name", "ack_required", "prefetch_count")
-			for _, line := range strings.Split(out, "\n") {
-				f := strings.Fields(line)
-				if len(f) != 3 {
-					continue
+			missing := func() []string {
+				var m []string
+				for q, found := range queues {
+					if !found {
+						m = append(m, q)
+					}
 				}
-				if _, ok := queues[f[0]]; !ok {
-					continue
-				}
-				queues[f[0]] = true
-				if f[1] != "true" || f[2] != wantPrefetch {
-					t.Errorf("consumer on %s: ack_required %s, prefetch %s; want true, %s", f[0], f[1], f[2], wantPrefetch)
+				return m
+			}
+			// The listing is polled until it shows every consumer.
+			for len(missing()) > 0 && ctx.Err() == nil {
+				out := rabbitmqctl(t, "-q", "list_consumers", "-p", "oslogo_test", "--no-table-headers", "queue_name", "ack_required", "prefetch_count")
+				for _, line := range strings.Split(out, "\n") {
+					f := strings.Fields(line)
+					if len(f) != 3 {
+						continue
+					}
+					if _, ok := queues[f[0]]; !ok {
+						continue
+					}
+					queues[f[0]] = true
+					if f[1] != "true" || f[2] != wantPrefetch {
+						t.Errorf("consumer on %s: ack_required %s, prefetch %s; want true, %s", f[0], f[1], f[2], wantPrefetch)
+					}
 				}
 			}
-			for q, found := range queues {
-				if !found {
-					t.Errorf("no consumer on %s", q)
-				}
+			if m := missing(); len(m) > 0 {
+				t.Errorf("no consumer on %v", m)
 			}
 			// Malformed request and reply, then the consumers still work.
 			ch, err := amqpConn(t).Channel()

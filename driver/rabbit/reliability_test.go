@@ -321,3 +321,35 @@ func TestCancelledConsumerResubscribed(t *testing.T) {
 		t.Fatal("the other consumers were replaced")
 	}
 }
+
+// TestNotifyListenManyQueues: a notification listener's queues share a
+// channel, so more of them than a connection has channels (16) still
+// work.
+func TestNotifyListenManyQueues(t *testing.T) {
+	d := openTest(t, nil)
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 30*time.Second)
+	var targets []driver.NotificationTarget
+	var queues []string
+	for i := range 20 {
+		p := "p" + strconv.Itoa(i)
+		targets = append(targets, driver.NotificationTarget{Exchange: "oslogo_x", Topic: topic, Priority: p})
+		queues = append(queues, topic+"."+p)
+	}
+	l, err := d.ListenNotifications(ctx, targets, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close(); cleanupQueues(t, queues...) }()
+	n := &driver.Notification{MessageID: NewMessageID(), Priority: "P19", Payload: json.RawMessage(`1`), Timestamp: PythonTimestamp(time.Now())}
+	if err := d.Notify(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic}, n, driver.NotifyOptions{Envelope: true, Retry: -1}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := l.Receive(ctx)
+	if err != nil || in.Notification().MessageID != n.MessageID {
+		t.Fatalf("notification not received: %v", err)
+	}
+	if err := in.Ack(); err != nil {
+		t.Fatal(err)
+	}
+}
