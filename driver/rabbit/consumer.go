@@ -289,14 +289,27 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 		c.mu.Lock()
 		open := append([]*consumerHandle(nil), s.cons...)
 		c.mu.Unlock()
+		stopC := c.stopCh
 		for len(open) > 0 {
 			var flushC <-chan time.Time
 			if c.flushC != nil {
 				flushC = c.flushC()
 			}
-			i, d, ok, flushed := c.next(open, flushC)
-			if flushed {
+			i, d, ok, woke := c.next(open, flushC, stopC)
+			switch woke {
+			case wakeFlush:
 				c.flush()
+				continue
+			case wakeStop:
+				// stop cancels the consumers it sees; these are the ones
+				// this goroutine owns now (one resubscribed meanwhile
+				// included). A second basic.cancel is harmless.
+				stopC = nil
+				for _, h := range open {
+					if err := h.ch.Cancel(h.tag, false); err != nil {
+						_ = h.ch.Close() // ends its deliveries all the same
+					}
+				}
 				continue
 			}
 			if !ok {
@@ -358,10 +371,19 @@ func (c *consumer) run(s *consumeSession, handle func(h *consumerHandle, batch [
 	}
 }
 
-// next receives from the first ready consumer of open (or flushC). Up to
-// three consumers (the RPC listener's) use a plain select; more fall back
-// to reflect.Select.
-func (c *consumer) next(open []*consumerHandle, flushC <-chan time.Time) (i int, d amqp.Delivery, ok, flushed bool) {
+// wake is what next returned for.
+type wake int
+
+const (
+	wakeDelivery wake = iota // a delivery, or a consumer's deliveries ended (!ok)
+	wakeFlush                // flushC fired
+	wakeStop                 // stopC closed
+)
+
+// next receives from the first ready consumer of open (or flushC, or
+// stopC). Up to three consumers (the RPC listener's) use a plain select;
+// more fall back to reflect.Select.
+func (c *consumer) next(open []*consumerHandle, flushC <-chan time.Time, stopC <-chan struct{}) (i int, d amqp.Delivery, ok bool, w wake) {
 	var chs [3]<-chan amqp.Delivery
 	if len(open) <= len(chs) {
 		for j, h := range open {
@@ -369,28 +391,32 @@ func (c *consumer) next(open []*consumerHandle, flushC <-chan time.Time) (i int,
 		}
 		select {
 		case d, ok = <-chs[0]:
-			return 0, d, ok, false
+			return 0, d, ok, wakeDelivery
 		case d, ok = <-chs[1]:
-			return 1, d, ok, false
+			return 1, d, ok, wakeDelivery
 		case d, ok = <-chs[2]:
-			return 2, d, ok, false
+			return 2, d, ok, wakeDelivery
 		case <-flushC:
-			return 0, d, false, true
+			return 0, d, false, wakeFlush
+		case <-stopC:
+			return 0, d, false, wakeStop
 		}
 	}
-	cases := make([]reflect.SelectCase, 0, len(open)+1)
+	cases := make([]reflect.SelectCase, 0, len(open)+2)
 	for _, h := range open {
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(h.dels)})
 	}
-	if flushC != nil {
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(flushC)})
-	}
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(flushC)})
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(stopC)})
 	j, v, ok := reflect.Select(cases)
-	if j == len(open) {
-		return 0, d, false, true
+	switch j {
+	case len(open):
+		return 0, d, false, wakeFlush
+	case len(open) + 1:
+		return 0, d, false, wakeStop
 	}
 	if ok {
 		d = v.Interface().(amqp.Delivery)
 	}
-	return j, d, ok, false
+	return j, d, ok, wakeDelivery
 }
