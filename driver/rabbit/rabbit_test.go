@@ -442,6 +442,18 @@ func TestManualAcks(t *testing.T) {
 					time.Sleep(10 * time.Millisecond) // polling the broker's count
 				}
 			}
+			// Requests handed over and not yet acknowledged (they are
+			// acknowledged in groups) are acknowledged on Close, not
+			// returned to the queue.
+			_ = l.Close()
+			wg.Wait()
+			st, err := ch.QueueDeclarePassive(topic, false, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Messages != 0 {
+				t.Fatalf("%d requests back in %s after Close", st.Messages, topic)
+			}
 		})
 	}
 }

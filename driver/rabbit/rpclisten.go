@@ -26,6 +26,7 @@ func (d *Driver) Listen(ctx context.Context, target driver.Target) (driver.RPCLi
 		closeCh: make(chan struct{}),
 		done:    make(chan struct{}),
 		dedup:   newDedup(),
+		pending: map[*listenChannel]uint64{},
 	}
 	l.c = newConsumer(d, "rpc-"+target.Topic)
 	l.c.queues = l.queues()
@@ -59,9 +60,19 @@ type rpcListener struct {
 	closed  bool
 	done    chan struct{}
 
-	amu   sync.Mutex // held while a request is acknowledged and handed over
-	dedup *dedup     // guarded by amu
+	amu     sync.Mutex                // held while a request is acknowledged and handed over
+	dedup   *dedup                    // guarded by amu
+	pending map[*listenChannel]uint64 // handed over, not yet acknowledged: the last tag per channel (amu)
+	handed  int                       // requests handed over since the last acknowledgement (amu)
 }
+
+// requestAckEvery is how many requests are handed over before they are
+// acknowledged together (one basic.ack(multiple) per channel). Fewer
+// acknowledgements cost the broker less per request; the few handed over
+// and not yet acknowledged when a connection drops come again and are
+// dropped as duplicates (they are among the last 16 _unique_ids handed
+// over). Half the prefetch limit at most, so the broker never waits.
+func (c Config) requestAckEvery() int { return max(1, min(4, c.listenPrefetch()/2)) }
 
 // queues are T, T.S and T_fanout_<hex>, each with its exchange and
 // binding, each consumed on a channel of its own: delivery tags are per
@@ -100,6 +111,9 @@ func (l *rpcListener) run(s *consumeSession) {
 	l.c.run(s, l.handle)
 	close(l.out)
 	<-l.closeCh
+	l.amu.Lock()
+	l.flushAcksLocked() // before the connection closes, or they go back to the queue
+	l.amu.Unlock()
 	if cur := l.c.session(); cur != nil {
 		if !cur.conn.IsClosed() {
 			// oslo deletes the fanout queue when the server stops.
@@ -151,30 +165,57 @@ func (l *rpcListener) Receive(ctx context.Context) (driver.IncomingRequest, erro
 	}
 }
 
-// accept acknowledges r, with every request of its channel handed over
-// before it (one basic.ack(multiple)), and reports whether to hand it
-// over. A request whose channel is gone is skipped: the broker took it
-// back and delivers it again. A duplicate _unique_id is acknowledged and
-// skipped, as oslo drops one on receipt.
+// accept reports whether to hand r over, and acknowledges it (with
+// every request handed over before it) once requestAckEvery are pending.
+// A request whose channel is gone is skipped: the broker took it back and
+// delivers it again. A duplicate _unique_id is skipped (and acknowledged
+// with the next ones), as oslo drops one on receipt.
 func (l *rpcListener) accept(r *rpcIncoming) bool {
 	l.amu.Lock()
 	defer l.amu.Unlock()
 	lc := r.h.lc
-	if r.tag > lc.acked {
-		if err := lc.ch.Ack(r.tag, true); err != nil {
-			l.c.log.Debug("request not acknowledged, the broker delivers it again", "err", err)
-			return false
-		}
-		lc.acked = r.tag
+	if lc.ch.IsClosed() {
+		return false
 	}
+	if r.tag > lc.acked && r.tag > l.pending[lc] {
+		l.pending[lc] = r.tag
+	}
+	dup := false
 	if uid := r.in.uniqueID; uid != "" {
-		if l.dedup.seen(uid) {
+		if dup = l.dedup.seen(uid); dup {
 			l.c.log.Info("duplicate message dropped", "unique_id", uid)
-			return false
+		} else {
+			l.dedup.add(uid)
 		}
-		l.dedup.add(uid)
 	}
-	return true
+	if l.handed++; l.handed >= l.d.cfg.requestAckEvery() || l.isClosing() {
+		l.flushAcksLocked()
+	}
+	return !dup
+}
+
+// isClosing reports whether Close was called: from then on each request
+// is acknowledged at once, the connection is about to close.
+func (l *rpcListener) isClosing() bool {
+	select {
+	case <-l.closeCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// flushAcksLocked acknowledges every request handed over; l.amu is held.
+func (l *rpcListener) flushAcksLocked() {
+	for lc, tag := range l.pending {
+		if err := lc.ch.Ack(tag, true); err != nil {
+			l.c.log.Debug("requests not acknowledged, the broker delivers them again", "err", err)
+		} else {
+			lc.acked = tag
+		}
+	}
+	clear(l.pending)
+	l.handed = 0
 }
 
 // Stop cancels the consumers; requests already received stay readable.
