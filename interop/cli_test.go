@@ -66,9 +66,10 @@ func TestCLIAcceptance(t *testing.T) {
 		}
 	})
 
-	// A broker that refuses connections, with --retry 0: exit status 1 or
-	// 2 at once (not after the timeout) and one line on stderr naming the
-	// refused address.
+	// A broker that refuses connections, with --retry 0: exit status 3
+	// (cannot connect) at once, not after the timeout, and one line on
+	// stderr naming the refused address and the URL with its password
+	// hidden.
 	t.Run("unreachable broker", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -84,11 +85,12 @@ func TestCLIAcceptance(t *testing.T) {
 			err := cmd.Run()
 			cancel()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || (ee.ExitCode() != 1 && ee.ExitCode() != 2) {
-				t.Fatalf("oslogo %s to a closed port: want exit status 1 or 2, got %v (stderr %q)", verb, err, stderr.String())
+			if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+				t.Fatalf("oslogo %s to a closed port: want exit status 3, got %v (stderr %q)", verb, err, stderr.String())
 			}
 			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-			if len(lines) != 1 || !strings.Contains(lines[0], addr) || !strings.Contains(lines[0], "connection refused") {
+			if len(lines) != 1 || !strings.Contains(lines[0], addr) || !strings.Contains(lines[0], "connection refused") ||
+				!strings.Contains(lines[0], "(via rabbit://guest:xxxxx@"+addr+"/)") || strings.Contains(lines[0], "guest:guest") {
 				t.Fatalf("oslogo %s to a closed port: stderr %q, want one line naming %s (connection refused)", verb, stderr.String(), addr)
 			}
 			if stdout.Len() != 0 {

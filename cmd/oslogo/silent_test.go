@@ -10,8 +10,8 @@ import (
 )
 
 // TestCallSilentHost: `oslogo call --timeout 2s` to a host that accepts
-// TCP and never answers exits with MessagingTimeout at its timeout (status
-// 2), instead of hanging in the AMQP handshake (connect_timeout is 5 s, so
+// TCP and never answers exits with MessagingTimeout at its timeout, status
+// 3 (it never connected), instead of hanging in the AMQP handshake (connect_timeout is 5 s, so
 // closing the transport must interrupt the dial).
 func TestCallSilentHost(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,8 +61,8 @@ func TestCallSilentHost(t *testing.T) {
 	}
 	took := time.Since(start)
 	t.Logf("exit %d after %s: %s", code, took.Round(time.Millisecond), strings.TrimSpace(errb.String()))
-	if code != 2 || !strings.Contains(errb.String(), "MessagingTimeout") || strings.Count(errb.String(), "\n") != 1 {
-		t.Fatalf("exit %d, stderr %q: want status 2 and one MessagingTimeout line", code, errb.String())
+	if code != exitUnreachable || !strings.Contains(errb.String(), "MessagingTimeout") || !strings.Contains(errb.String(), "cannot connect") || strings.Count(errb.String(), "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q: want status 3 and one line: MessagingTimeout, cannot connect", code, errb.String())
 	}
 	if took < 2*time.Second {
 		t.Fatalf("exited after %s, before its timeout", took)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"oslogo/driver"
 )
 
 // dialer opens AMQP connections to the hosts of one transport URL, with
@@ -152,10 +154,12 @@ func (d *dialer) dialSession(ctx context.Context, purpose string, setup func(*am
 			break
 		}
 	}
+	// Every host failed: callers (and the CLI's exit status) tell this
+	// apart from a broker that answered and refused one message.
 	if len(errs) == 1 {
-		return nil, nil, errs[0]
+		return nil, nil, fmt.Errorf("%w: %w", driver.ErrUnreachable, errs[0])
 	}
-	return nil, nil, errs
+	return nil, nil, fmt.Errorf("%w: %w", driver.ErrUnreachable, errs)
 }
 
 // dialErrors are the failures of one pass over the hosts.

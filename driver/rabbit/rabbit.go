@@ -285,10 +285,6 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	if timeout > 0 {
 		msg.expire = expiration(timeout)
 	}
-	// No confirm on the request: its reply proves it arrived, and waiting
-	// for both costs the broker a confirm per call. A mandatory request
-	// that no queue takes still comes back at once (basic.return).
-	msg.fast = true
 	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
 		return nil, err
 	}
@@ -296,15 +292,6 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 	// Register before publishing so that a fast reply is never lost.
 	pc := d.waiter.register(msgID)
 	defer d.waiter.unregister(msgID, pc)
-	if msg.mandatory {
-		returned := pc.returned
-		msg.onReturn = func() {
-			select {
-			case returned <- struct{}{}:
-			default:
-			}
-		}
-	}
 
 	var monitor *time.Timer
 	var monitorC <-chan time.Time
@@ -314,39 +301,40 @@ func (d *Driver) Call(ctx context.Context, target driver.Target, req *driver.Req
 		monitorC = monitor.C
 	}
 
-	w, err := d.send(ctx, msg)
-	if err != nil {
+	fail := func(err error) (*driver.Reply, error) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, timeoutErr(err)
 		}
 		return nil, err
 	}
-	if msg.mandatory {
-		// Returns are handed over under the session's lock, so once this
-		// is done nothing signals pc (which goes back to its pool).
-		defer w.s.unwatch(uid)
+	// The request is confirmed like any publish, the confirm awaited
+	// alongside the reply (which usually comes after it): a request the
+	// broker refuses fails the call at once with the broker's error, a
+	// mandatory one that no queue takes comes back (driver.ErrUndeliverable),
+	// and one lost with its connection or channel is published again
+	// (settle), as oslo's confirmed publish is.
+	w, err := d.send(ctx, msg)
+	if err != nil {
+		return fail(err)
 	}
-	// A request lost with its connection (written but not yet routed)
-	// is not sent again: the connection may as well have dropped after
-	// the broker routed it, and a second copy could run on another
-	// server. The call ends at its deadline, as oslo's does.
+	confirmed := w.dc.Done()
 	for {
 		select {
 		case r := <-pc.final:
 			return r, nil
+		case <-confirmed:
+			confirmed = nil
+			if err := d.settle(ctx, msg, w); err != nil {
+				return fail(err)
+			}
 		case <-pc.beat:
 			if monitor != nil {
 				monitor.Reset(opts.CallMonitorTimeout)
 			}
-		case <-pc.returned:
-			return nil, fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
 		case <-monitorC:
 			return nil, fmt.Errorf("%w: no heartbeat from the server within %s (call_monitor_timeout)", driver.ErrTimeout, opts.CallMonitorTimeout)
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, timeoutErr(ctx.Err())
-			}
-			return nil, ctx.Err()
+			return fail(ctx.Err())
 		case <-d.closing:
 			return nil, driver.ErrClosed
 		}
@@ -429,14 +417,14 @@ func (o *obsoleteQueues) add(q string) {
 const maxReplyRetries = 1024
 
 // sendReply publishes a reply or heartbeat to the caller's reply queue
-// through the default exchange with mandatory set, without waiting for a
-// confirm: the caller's reply queue belongs to the caller alone and a
-// missing one is reported by basic.return, which is handled in the
-// background. A returned reply is retried every 0.25 s for
+// through the default exchange with mandatory set and waits for the
+// broker's confirm, so that a reply the broker refuses is reported here
+// and one lost with its connection or channel is published again
+// (settle). A missing reply queue is reported by basic.return and handled
+// in the background: a returned reply is retried every 0.25 s for
 // kombu_missing_consumer_retry_timeout (each retry confirmed), then
 // dropped and its queue marked obsolete; a returned heartbeat marks it at
-// once. A reply lost with its send connection is not re-sent (the caller
-// ends at its deadline, as when the reply queue's connection drops).
+// once.
 func (d *Driver) sendReply(ctx context.Context, replyQ, msgID string, r *driver.Reply, ending bool) error {
 	if d.obsolet.has(replyQ) {
 		return fmt.Errorf("%w: reply queue %s is gone", driver.ErrUndeliverable, replyQ)
@@ -446,19 +434,20 @@ func (d *Driver) sendReply(ctx context.Context, replyQ, msgID string, r *driver.
 	if err != nil {
 		return err
 	}
-	msg := &outgoing{exchange: "", key: replyQ, mandatory: d.cfg.DirectMandatory, body: body, uid: uid, retry: -1, fast: true}
+	msg := &outgoing{exchange: "", key: replyQ, mandatory: d.cfg.DirectMandatory, body: body, uid: uid, retry: -1}
 	if msg.body, msg.headers, err = compressBody(d.cfg.Compression, msg.body); err != nil {
 		return err
 	}
-	if msg.mandatory {
-		msg.onReturn = func() { d.replyReturned(msg, msgID, ending) }
+	err = d.sendAndConfirm(ctx, msg)
+	if msg.mandatory && errors.Is(err, driver.ErrUndeliverable) {
+		d.replyReturned(msg, msgID, ending)
+		return nil
 	}
-	_, err = d.send(ctx, msg)
 	return err
 }
 
-// replyReturned runs in a session's return goroutine when a reply came
-// back unroutable; it must not block.
+// replyReturned starts the background retry of a reply that came back
+// unroutable.
 func (d *Driver) replyReturned(msg *outgoing, msgID string, ending bool) {
 	if !ending {
 		d.obsolet.add(msg.key) // a heartbeat stops quietly
@@ -471,7 +460,6 @@ func (d *Driver) replyReturned(msg *outgoing, msgID string, ending bool) {
 		return
 	}
 	retry := *msg
-	retry.fast, retry.onReturn = false, nil
 	deadline := time.Now().Add(d.cfg.MissingConsumer)
 	if !d.track(func() {
 		defer d.replyRetries.Add(-1)

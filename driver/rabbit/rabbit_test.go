@@ -345,19 +345,21 @@ func TestReplyAcksRespectPrefetch(t *testing.T) {
 	}
 }
 
-// TestAckOnReceipt: without rabbit_qos_prefetch_count the RPC queues and
-// the reply queue are consumed with no_ack (oslo acknowledges them on
-// receipt anyway), notification queues never are; a malformed request or
-// reply on a no_ack consumer is dropped without a reject (which would be a
-// channel error) and the consumers keep serving. With a prefetch limit
-// the acknowledgements stay.
-func TestAckOnReceipt(t *testing.T) {
+// TestManualAcks: every consumer (RPC queues, reply queue, notification
+// queues) acknowledges manually with a prefetch limit, 64 without
+// rabbit_qos_prefetch_count, as RabbitMQ's list_consumers shows; a
+// malformed request or reply is rejected and the consumers keep serving;
+// nothing is left in the queues.
+func TestManualAcks(t *testing.T) {
 	for _, prefetch := range []string{"0", "2"} {
 		t.Run("prefetch="+prefetch, func(t *testing.T) {
 			cfg := map[string]string{"rabbit_qos_prefetch_count": prefetch}
 			srv := openTest(t, cfg)
 			cli := openTest(t, cfg)
-			wantAuto := prefetch == "0"
+			wantPrefetch := prefetch
+			if prefetch == "0" {
+				wantPrefetch = strconv.Itoa(defaultPrefetch)
+			}
 			topic := uniqueTopic(t)
 			ctx := ctxT(t, 30*time.Second)
 			l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
@@ -379,18 +381,35 @@ func TestAckOnReceipt(t *testing.T) {
 				}
 			}
 			call()
-			for _, h := range l.(*rpcListener).c.session().cons {
-				if h.autoAck != wantAuto {
-					t.Fatalf("RPC consumer on %s: autoAck %v, want %v", topic, h.autoAck, wantAuto)
+			queues := map[string]bool{topic: false, topic + ".s": false, l.(*rpcListener).fanoutQ: false, cli.replyQ: false, topic + ".info": false}
+			missing := func() []string {
+				var m []string
+				for q, found := range queues {
+					if !found {
+						m = append(m, q)
+					}
+				}
+				return m
+			}
+			// The listing is polled until it shows every consumer.
+			for len(missing()) > 0 && ctx.Err() == nil {
+				out := rabbitmqctl(t, "-q", "list_consumers", "-p", testrabbit.Vhost(), "--no-table-headers", "queue_name", "ack_required", "prefetch_count")
+				for _, line := range strings.Split(out, "\n") {
+					f := strings.Fields(line)
+					if len(f) != 3 {
+						continue
+					}
+					if _, ok := queues[f[0]]; !ok {
+						continue
+					}
+					queues[f[0]] = true
+					if f[1] != "true" || f[2] != wantPrefetch {
+						t.Errorf("consumer on %s: ack_required %s, prefetch %s; want true, %s", f[0], f[1], f[2], wantPrefetch)
+					}
 				}
 			}
-			if h := cli.waiter.c.session().cons[0]; h.autoAck != wantAuto {
-				t.Fatalf("reply consumer: autoAck %v, want %v", h.autoAck, wantAuto)
-			}
-			for _, h := range nl.(*notifyListener).c.session().cons {
-				if h.autoAck {
-					t.Fatal("notification consumer with no_ack")
-				}
+			if m := missing(); len(m) > 0 {
+				t.Errorf("no consumer on %v", m)
 			}
 			// Malformed request and reply, then the consumers still work.
 			ch, err := amqpConn(t).Channel()
@@ -403,19 +422,33 @@ func TestAckOnReceipt(t *testing.T) {
 				}
 			}
 			call()
-			if !wantAuto {
-				return
-			}
 			call()
-			if n := cli.waiter.ackRounds.Load(); n != 0 {
-				t.Fatalf("%d reply acks sent by a no_ack consumer", n)
+			for _, q := range []string{topic, cli.replyQ} {
+				for {
+					st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st.Messages == 0 {
+						break
+					}
+					if ctx.Err() != nil {
+						t.Fatalf("%d messages left in %s", st.Messages, q)
+					}
+					time.Sleep(10 * time.Millisecond) // polling the broker's count
+				}
 			}
-			q, err := ch.QueueDeclarePassive(topic, false, false, false, false, nil)
+			// Requests handed over and not yet acknowledged (they are
+			// acknowledged in groups) are acknowledged on Close, not
+			// returned to the queue.
+			_ = l.Close()
+			wg.Wait()
+			st, err := ch.QueueDeclarePassive(topic, false, false, false, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if q.Messages != 0 {
-				t.Fatalf("%d requests left in %s", q.Messages, topic)
+			if st.Messages != 0 {
+				t.Fatalf("%d requests back in %s after Close", st.Messages, topic)
 			}
 		})
 	}

@@ -24,11 +24,50 @@ const (
 	pubLost               // the channel closed before the confirm
 )
 
+// pubChannel is a confirm-mode channel with its basic.return channel.
+type pubChannel struct {
+	ch      *amqp.Channel
+	returns chan amqp.Return
+	closed  chan *amqp.Error // the reason it closed (one slot)
+
+	reasonOnce sync.Once
+	reason     *amqp.Error
+}
+
+// openPubChannel opens a channel in confirm mode.
+func openPubChannel(conn *amqp.Connection) (*pubChannel, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	pc := &pubChannel{ch: ch, returns: make(chan amqp.Return, returnsBuffer), closed: make(chan *amqp.Error, 1)}
+	ch.NotifyReturn(pc.returns)
+	ch.NotifyClose(pc.closed)
+	return pc, nil
+}
+
+// closeReason is the error that closed the channel, once it is closed
+// (nil for a clean close).
+func (pc *pubChannel) closeReason() *amqp.Error {
+	pc.reasonOnce.Do(func() {
+		select {
+		case pc.reason = <-pc.closed:
+		default:
+		}
+	})
+	return pc.reason
+}
+
 // pubWaiter waits for the confirm of one publish. amqp091-go resolves the
 // deferred confirmation in its reader goroutine, so a publisher wakes
 // straight from the broker's basic.ack with no goroutine in between.
 type pubWaiter struct {
 	s         *session
+	pc        *pubChannel
 	dc        *amqp.DeferredConfirmation
 	uid       string
 	mandatory bool
@@ -40,12 +79,12 @@ func (w *pubWaiter) result() pubResult {
 		// amqp091-go nacks every pending confirm when the channel closes
 		// (and marks it closed first): that is a lost publish, not a
 		// refusal.
-		if w.s.ch.IsClosed() {
+		if w.pc.ch.IsClosed() {
 			return pubLost
 		}
 		return pubNack
 	}
-	if w.mandatory && w.s.takeReturned(w.uid) {
+	if w.mandatory && w.s.takeReturned(w.pc, w.uid) {
 		return pubReturned
 	}
 	return pubAck
@@ -63,17 +102,21 @@ func (w *pubWaiter) wait(ctx context.Context, closing <-chan struct{}) (pubResul
 	}
 }
 
-// returnsBuffer is the capacity of a session's basic.return channel.
+// returnsBuffer is the capacity of a channel's basic.return channel.
 const returnsBuffer = 1024
 
 // maxReturned bounds the returns kept for publishers that stopped waiting.
 const maxReturned = 4096
 
-// session is one send connection with two channels: ch, in confirm mode,
-// for what must block until the broker has it (casts, notifications), and
-// fast, without confirms, for call requests and replies, whose delivery the
-// other side proves (a reply, a caller that stops waiting). Any number of
-// goroutines publish on either at once; confirms are pipelined.
+// session is one send connection. Every publish (casts, notifications,
+// call requests, replies) goes out on one confirm-mode channel, pub, that
+// any number of goroutines use at once; confirms are pipelined.
+//
+// A publish the broker refuses with a channel error (404, 403, 406)
+// closes pub and loses every publish not yet confirmed on it, whichever
+// goroutine sent it. Each of those is then published again alone, on the
+// channel solo, one at a time: there, an error belongs to the publish
+// that caused it. pub is reopened on the same connection.
 //
 // Declarations go to a third channel, one at a time: amqp091-go sends a
 // synchronous method without the lock its publishes hold, so on a
@@ -81,14 +124,14 @@ const maxReturned = 4096
 // and content frames, and two declarations in flight on one channel take
 // each other's replies ("503 unexpected command received").
 type session struct {
-	conn    *amqp.Connection
-	sock    *coalescingConn // conn's socket and publish gate
-	ch      *amqp.Channel
-	returns chan amqp.Return
+	conn *amqp.Connection
+	sock *coalescingConn // conn's socket and publish gate
 
-	fast        *amqp.Channel
-	fastReturns chan amqp.Return
-	lost        chan struct{} // closed once fast is closed (with its connection)
+	pub   atomic.Pointer[pubChannel] // replaced after a channel error
+	pubMu sync.Mutex                 // one reopening of pub at a time
+
+	soloMu sync.Mutex  // held from a solo publish until its confirm
+	solo   *pubChannel // opened on first use, again after a channel error
 
 	declMu sync.Mutex    // one declaration at a time, on declCh
 	declCh *amqp.Channel // opened on first use, again after a channel error
@@ -96,70 +139,36 @@ type session struct {
 	mu       sync.Mutex      // guards the fields below
 	declared map[string]bool // exchanges and queues declared on this connection
 	returned map[string]struct{}
-
-	wmu   sync.Mutex        // guards watch, ring and rpos
-	watch map[string]func() // mandatory publishes on fast, by _unique_id
-	ring  []string          // the order they were watched in, to bound watch
-	rpos  int
 }
 
-// maxWatched bounds the mandatory publishes on a fast channel still
-// watched for a basic.return. The broker sends a return while it routes
-// the message, a few milliseconds at most, so only a publish that many
-// publishes old is forgotten.
-const maxWatched = 4096
-
-// watchReturn arranges for onReturn to run (in the session's return
-// goroutine, so it must not block) if the publish uid on fast comes back.
-func (s *session) watchReturn(uid string, onReturn func()) {
-	s.wmu.Lock()
-	if s.ring == nil {
-		s.ring = make([]string, maxWatched)
+// pubChannel returns the shared confirm channel, reopened if a channel
+// error closed it.
+func (s *session) pubChannel() (*pubChannel, error) {
+	if pc := s.pub.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
 	}
-	if old := s.ring[s.rpos]; old != "" {
-		delete(s.watch, old)
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if pc := s.pub.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
 	}
-	s.ring[s.rpos] = uid
-	s.rpos = (s.rpos + 1) % maxWatched
-	s.watch[uid] = onReturn
-	s.wmu.Unlock()
-}
-
-// unwatch forgets uid once its publisher no longer cares.
-func (s *session) unwatch(uid string) {
-	s.wmu.Lock()
-	delete(s.watch, uid)
-	s.wmu.Unlock()
-}
-
-// serveReturns hands the returns of fast to their watchers until the
-// channel closes, then closes lost.
-func (s *session) serveReturns(log *slog.Logger) {
-	defer close(s.lost)
-	for r := range s.fastReturns {
-		uid := uniqueIDOf(r.Body)
-		// f runs under wmu so that once unwatch returns it never runs.
-		s.wmu.Lock()
-		f := s.watch[uid]
-		delete(s.watch, uid)
-		if f != nil {
-			f()
-		}
-		s.wmu.Unlock()
-		if f == nil {
-			log.Info("returned message nobody waits for", "routing_key", r.RoutingKey, "reply_text", r.ReplyText)
-		}
+	pc, err := openPubChannel(s.conn)
+	if err != nil {
+		return nil, err
 	}
+	s.pub.Store(pc)
+	return pc, nil
 }
 
-// drainLocked moves the returns amqp091-go queued into the map. Every
-// publish and every mandatory publisher drains, so the channel (sized well
-// above the publishes a session has in flight) never fills and the
-// connection's reader never waits on it.
-func (s *session) drainLocked() {
+// drainLocked moves the returns amqp091-go queued for pc into the map.
+// Every mandatory publisher drains once its confirm came, and publishes
+// drain too, so the channel (sized well above the publishes a session
+// has in flight) never fills and the connection's reader never waits on
+// it.
+func (s *session) drainLocked(pc *pubChannel) {
 	for {
 		select {
-		case r, ok := <-s.returns:
+		case r, ok := <-pc.returns:
 			if !ok {
 				return
 			}
@@ -175,48 +184,72 @@ func (s *session) drainLocked() {
 
 // takeReturned reports whether the message uid came back as unroutable.
 // The broker sends basic.return before the basic.ack of the same message
-// and amqp091-go hands the return over (into s.returns) before it resolves
-// the confirm, so once the confirm is done the return is either in the map
-// or still in the channel.
-func (s *session) takeReturned(uid string) bool {
+// and amqp091-go hands the return over (into pc.returns) before it
+// resolves the confirm, so once the confirm is done the return is either
+// in the map or still in the channel.
+func (s *session) takeReturned(pc *pubChannel, uid string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.drainLocked()
+	s.drainLocked(pc)
 	_, ok := s.returned[uid]
 	delete(s.returned, uid)
 	return ok
 }
 
-// publishFast sends one message on the channel without confirms; a
-// mandatory one is watched for its return (onReturn) from before it leaves.
-func (s *session) publishFast(exchange, key string, mandatory bool, msg amqp.Publishing, uid string, onReturn func()) (*pubWaiter, error) {
-	if mandatory && onReturn != nil {
-		s.watchReturn(uid, onReturn)
-	}
-	if err := s.fast.Publish(exchange, key, mandatory, false, msg); err != nil {
-		if mandatory && onReturn != nil {
-			s.unwatch(uid)
-		}
+// publish sends one message on the shared channel and returns its
+// confirm waiter.
+func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (*pubWaiter, error) {
+	pc, err := s.pubChannel()
+	if err != nil {
 		return nil, err
 	}
-	return &pubWaiter{s: s, uid: uid, mandatory: mandatory}, nil
-}
-
-// publish sends one message and returns its confirm waiter.
-func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (*pubWaiter, error) {
-	if len(s.returns) > 0 {
+	if len(pc.returns) > 0 {
 		s.mu.Lock()
-		s.drainLocked()
+		s.drainLocked(pc)
 		s.mu.Unlock()
 	}
-	dc, err := s.ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+	dc, err := pc.ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
 	if err != nil {
 		return nil, err
 	}
 	if dc == nil { // not in confirm mode: cannot happen on a send session
 		return nil, errors.New("rabbit: send channel is not in confirm mode")
 	}
-	return &pubWaiter{s: s, dc: dc, uid: uid, mandatory: mandatory}, nil
+	return &pubWaiter{s: s, pc: pc, dc: dc, uid: uid, mandatory: mandatory}, nil
+}
+
+// publishAlone sends one message on the solo channel and waits for its
+// confirm with nothing else in flight there, so that a channel error is
+// this message's own: it is returned as refused. lost reports the
+// channel or connection closing for another reason.
+func (s *session) publishAlone(ctx context.Context, closing <-chan struct{}, exchange, key string, mandatory bool, msg amqp.Publishing, uid string) (res pubResult, refused *amqp.Error, err error) {
+	s.soloMu.Lock()
+	defer s.soloMu.Unlock()
+	if s.solo == nil || s.solo.ch.IsClosed() {
+		pc, err := openPubChannel(s.conn)
+		if err != nil {
+			return 0, nil, err
+		}
+		s.solo = pc
+	}
+	pc := s.solo
+	dc, err := pc.ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+	if err != nil {
+		return 0, nil, err
+	}
+	w := &pubWaiter{s: s, pc: pc, dc: dc, uid: uid, mandatory: mandatory}
+	if res, err = w.wait(ctx, closing); err != nil {
+		// Gone without its confirm: later publishes must not be
+		// blamed for what this one may still cause.
+		_ = pc.ch.Close()
+		return 0, nil, err
+	}
+	if res == pubLost && !s.conn.IsClosed() {
+		if e := pc.closeReason(); e != nil && e.Recover { // a soft (channel) error
+			return res, e, nil
+		}
+	}
+	return res, nil, nil
 }
 
 // declareOnce runs decl the first time key is seen on this connection.
@@ -245,15 +278,21 @@ func (s *session) declareOnce(key string, decl func(ch *amqp.Channel) error) err
 	return nil
 }
 
+// forget drops key from the declarations, so that the next publish
+// declares it again (an exchange deleted since, e.g. auto-deleted).
+func (s *session) forget(key string) {
+	s.mu.Lock()
+	delete(s.declared, key)
+	s.mu.Unlock()
+}
+
 func (s *session) isDeclared(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.declared[key]
 }
 
-func (s *session) alive() bool {
-	return !s.ch.IsClosed() && !s.fast.IsClosed() && !s.conn.IsClosed()
-}
+func (s *session) alive() bool { return !s.conn.IsClosed() }
 
 // sender owns one send connection slot of the pool and reconnects it on
 // demand. One dial runs at a time per slot, in a goroutine of its own;
@@ -325,9 +364,9 @@ func (p *sender) connected(ctx context.Context) (*session, error) {
 		return f.s, f.err
 	case <-ctx.Done():
 		if last != nil {
-			return nil, fmt.Errorf("rabbit: still connecting (previous attempt: %w)", last)
+			return nil, fmt.Errorf("%w: still connecting (previous attempt: %w)", driver.ErrUnreachable, last)
 		}
-		return nil, errors.New("rabbit: still connecting")
+		return nil, fmt.Errorf("%w: still connecting", driver.ErrUnreachable)
 	case <-p.d.closing:
 		return nil, driver.ErrClosed
 	}
@@ -380,21 +419,12 @@ func (d *Driver) closingContext() (context.Context, func()) {
 func (p *sender) open(ctx context.Context) (*session, error) {
 	var s *session
 	setup := func(conn *amqp.Connection) error {
-		ch, err := conn.Channel()
-		if err == nil {
-			err = ch.Confirm(false)
-		}
-		var fast *amqp.Channel
-		if err == nil {
-			fast, err = conn.Channel()
-		}
+		pc, err := openPubChannel(conn)
 		if err != nil {
 			return err
 		}
-		s = &session{conn: conn, ch: ch, returns: make(chan amqp.Return, returnsBuffer), declared: map[string]bool{}, returned: map[string]struct{}{},
-			fast: fast, fastReturns: make(chan amqp.Return, returnsBuffer), lost: make(chan struct{}), watch: map[string]func(){}}
-		ch.NotifyReturn(s.returns)
-		fast.NotifyReturn(s.fastReturns)
+		s = &session{conn: conn, declared: map[string]bool{}, returned: map[string]struct{}{}}
+		s.pub.Store(pc)
 		return nil
 	}
 	conn, sock, err := p.d.dialer.dialSession(ctx, fmt.Sprintf("send-%d", p.id), setup)
@@ -404,7 +434,7 @@ func (p *sender) open(ctx context.Context) (*session, error) {
 	s.sock = sock
 	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 2))
 	log := p.d.log.With("conn", fmt.Sprintf("send-%d", p.id))
-	if !p.d.track(func() { s.serveReturns(p.d.log) }) || !p.d.track(func() { watchBlocked(blocks, sock, log) }) {
+	if !p.d.track(func() { watchBlocked(blocks, sock, log) }) {
 		s.close(p.d.log, p.d.cfg.ConnectTimeout)
 		return nil, driver.ErrClosed
 	}
@@ -486,14 +516,10 @@ type outgoing struct {
 	declKey   string                       // "" when nothing needs declaring
 	declare   func(ch *amqp.Channel) error // run once per channel
 	retry     int                          // -1 forever, 0 none, N at most N
-	fast      bool                         // publish without a confirm (call requests, replies)
-	onReturn  func()                       // with fast and mandatory: runs if the message comes back
 }
 
-// send publishes msg with oslo's retry policy and returns the confirm
-// waiter. Connection errors are retried (with backoff) up to msg.retry
-// times; channel errors on declaration are returned at once.
-func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
+// publishing is msg's AMQP message.
+func (msg *outgoing) publishing() amqp.Publishing {
 	pub := amqp.Publishing{
 		ContentType:     contentType,
 		ContentEncoding: contentEncoding,
@@ -507,74 +533,159 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 	if msg.headers != nil {
 		pub.Headers = msg.headers
 	}
+	return pub
+}
+
+// outcome is the error of a confirmed publish's result.
+func (msg *outgoing) outcome(res pubResult) error {
+	switch res {
+	case pubNack:
+		return fmt.Errorf("%w: broker refused the message (basic.nack)", driver.ErrDeliveryFailure)
+	case pubReturned:
+		return fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
+	case pubLost:
+		return fmt.Errorf("%w: connection lost before the broker confirmed", driver.ErrDeliveryFailure)
+	}
+	return nil
+}
+
+// maxReopen bounds the publishes retried at once, without counting as an
+// attempt, because another publish's channel error closed the channel
+// under them.
+const maxReopen = 8
+
+// publishWith runs publish on a live session of the pool, after msg's
+// declaration, with oslo's retry policy: connection errors are retried
+// (with backoff) up to msg.retry times; channel errors on declaration
+// are returned at once.
+func (d *Driver) publishWith(ctx context.Context, msg *outgoing, publish func(s *session) error) error {
 	snd := d.pool.get()
 	snd.busy.Add(1)
 	defer snd.busy.Add(-1)
+	reopened := 0
 	for attempt := 0; ; attempt++ {
 		if d.isClosed() {
-			return nil, driver.ErrClosed
+			return driver.ErrClosed
 		}
 		s, err := snd.session(ctx)
 		if err == nil && msg.declare != nil {
 			err = s.declareOnce(msg.declKey, msg.declare)
 		}
 		if err == nil {
-			var w *pubWaiter
-			if msg.fast {
-				w, err = s.publishFast(msg.exchange, msg.key, msg.mandatory, pub, msg.uid, msg.onReturn)
-			} else {
-				w, err = s.publish(msg.exchange, msg.key, msg.mandatory, pub, msg.uid)
+			if err = publish(s); err == nil {
+				return nil
 			}
-			if err == nil {
-				return w, nil
+			if errors.Is(err, amqp.ErrClosed) && !s.conn.IsClosed() && reopened < maxReopen {
+				reopened++ // the channel closed under it; the next try reopens it
+				attempt--
+				continue
 			}
 		}
 		if errors.Is(err, driver.ErrClosed) || d.isClosed() {
-			return nil, driver.ErrClosed
+			return driver.ErrClosed
 		}
 		if permanent(err) {
-			return nil, fmt.Errorf("rabbit: publish to %q/%q: %w", msg.exchange, msg.key, err)
+			return fmt.Errorf("rabbit: publish to %q/%q: %w", msg.exchange, msg.key, err)
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 		if msg.retry >= 0 && attempt >= msg.retry {
-			return nil, fmt.Errorf("%w: %w", driver.ErrDeliveryFailure, err)
+			return fmt.Errorf("%w: %w", driver.ErrDeliveryFailure, err)
 		}
 		d.log.Info("publish failed, retrying", "attempt", attempt+1, "err", err)
 		if !sleepCtx(ctx, d.closing, d.cfg.backoff(attempt+1)) {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+				return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 			}
-			return nil, driver.ErrClosed
+			return driver.ErrClosed
 		}
 	}
 }
 
-// sendAndConfirm publishes and waits for the broker's confirm, re-sending
-// when the connection dropped before the confirm came.
-func (d *Driver) sendAndConfirm(ctx context.Context, msg *outgoing) error {
-	for lost := 0; ; lost++ {
-		w, err := d.send(ctx, msg)
+// send publishes msg on the shared confirm channel of a send connection
+// and returns the confirm waiter.
+func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
+	pub := msg.publishing()
+	var w *pubWaiter
+	err := d.publishWith(ctx, msg, func(s *session) (err error) {
+		w, err = s.publish(msg.exchange, msg.key, msg.mandatory, pub, msg.uid)
+		return err
+	})
+	return w, err
+}
+
+// sendAlone publishes msg on its own (session.publishAlone) until the
+// broker confirms it, and returns the broker's error if it refuses this
+// message with a channel error. A 404 on a message whose exchange this
+// connection had declared declares it again first, once: it may have been
+// deleted since (an auto-deleted exchange).
+func (d *Driver) sendAlone(ctx context.Context, msg *outgoing) error {
+	pub := msg.publishing()
+	redeclared := false
+	for lost := 0; ; {
+		var res pubResult
+		var refused *amqp.Error
+		var sess *session
+		err := d.publishWith(ctx, msg, func(s *session) (err error) {
+			sess = s
+			res, refused, err = s.publishAlone(ctx, d.closing, msg.exchange, msg.key, msg.mandatory, pub, msg.uid)
+			return err
+		})
 		if err != nil {
 			return err
 		}
+		if refused != nil {
+			if refused.Code == amqp.NotFound && msg.declare != nil && !redeclared {
+				redeclared = true
+				sess.forget(msg.declKey)
+				continue
+			}
+			return fmt.Errorf("rabbit: publish to %q/%q refused: %w", msg.exchange, msg.key, refused)
+		}
+		if res != pubLost {
+			return msg.outcome(res)
+		}
+		if msg.retry >= 0 && lost >= msg.retry {
+			return msg.outcome(pubLost)
+		}
+		lost++
+	}
+}
+
+// settle waits for the confirm of w, msg's publish. A publish lost with
+// its connection is published again (msg.retry times at most); one lost
+// because a channel error closed the shared channel, whichever publish
+// caused it, is published again alone (sendAlone), so that only the
+// publish that caused it gets the error.
+func (d *Driver) settle(ctx context.Context, msg *outgoing, w *pubWaiter) error {
+	for lost := 0; ; lost++ {
 		res, err := w.wait(ctx, d.closing)
 		if err != nil {
 			return err
 		}
-		switch res {
-		case pubAck:
-			return nil
-		case pubNack:
-			return fmt.Errorf("%w: broker refused the message (basic.nack)", driver.ErrDeliveryFailure)
-		case pubReturned:
-			return fmt.Errorf("%w: exchange %q, routing key %q", driver.ErrUndeliverable, msg.exchange, msg.key)
+		if res != pubLost {
+			return msg.outcome(res)
+		}
+		if !w.s.conn.IsClosed() {
+			return d.sendAlone(ctx, msg)
 		}
 		if msg.retry >= 0 && lost >= msg.retry {
-			return fmt.Errorf("%w: connection lost before the broker confirmed", driver.ErrDeliveryFailure)
+			return msg.outcome(pubLost)
+		}
+		if w, err = d.send(ctx, msg); err != nil {
+			return err
 		}
 	}
+}
+
+// sendAndConfirm publishes and waits for the broker's confirm (settle).
+func (d *Driver) sendAndConfirm(ctx context.Context, msg *outgoing) error {
+	w, err := d.send(ctx, msg)
+	if err != nil {
+		return err
+	}
+	return d.settle(ctx, msg, w)
 }
 
 // logger returns a child logger for a component.
