@@ -76,6 +76,7 @@ type conn struct {
 	ackM     amqp091.BasicAck
 	// exclusive queues owned by this connection (reader goroutine only).
 	exclusive []*queue
+	mon       connMonitor // what the management API reads (monitor.go)
 }
 
 func newConn(srv *Server, nc net.Conn, id uint64) *conn {
@@ -87,7 +88,7 @@ func newConn(srv *Server, nc net.Conn, id uint64) *conn {
 	if c.sock != nil {
 		r = c.sock
 	}
-	c.br = bufio.NewReaderSize(r, 64<<10)
+	c.br = bufio.NewReaderSize(countingReader{r, &c.mon.recvOct}, 64<<10)
 	c.fr = amqp091.NewFrameReader(c.br, srv.opts.FrameMax)
 	c.name = nc.RemoteAddr().String() + " -> " + nc.LocalAddr().String()
 	return c
@@ -139,7 +140,8 @@ func (c *conn) releaseChannels() {
 
 // writeRaw writes during the handshake, before the writer starts.
 func (c *conn) writeMethodNow(ch uint16, m amqp091.Method) error {
-	_, err := c.nc.Write(amqp091.AppendMethodFrame(nil, ch, m))
+	n, err := c.nc.Write(amqp091.AppendMethodFrame(nil, ch, m))
+	c.mon.sendOct.Add(uint64(n))
 	return err
 }
 
@@ -270,6 +272,7 @@ func (c *conn) handshake() error {
 	if !c.srv.admit(c) {
 		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - connection limit reached")
 	}
+	c.mon.opened(c, so.Mechanism)
 	return c.writeMethodNow(0, &amqp091.ConnectionOpenOk{})
 }
 
@@ -390,6 +393,7 @@ func (c *conn) flushInline() {
 			blocked, err = true, nil
 		}
 	}
+	c.mon.sendOct.Add(uint64(n))
 	c.outMu.Lock()
 	c.flushing = false
 	if blocked {
@@ -532,7 +536,8 @@ func (c *conn) writeLoop() {
 }
 
 // write writes buf whole, waiting for the peer as long as it takes.
-func (c *conn) write(buf []byte) (int, error) {
+func (c *conn) write(buf []byte) (n int, err error) {
+	defer func() { c.mon.sendOct.Add(uint64(n)) }()
 	if c.sock != nil {
 		return c.sock.Write(buf)
 	}
@@ -645,6 +650,7 @@ func (c *conn) handleFrame(f amqp091.Frame) bool {
 			return false
 		}
 		c.channels[f.Channel] = newChannel(c, f.Channel)
+		c.mon.addChannel(c.channels[f.Channel])
 		c.send(f.Channel, &amqp091.ChannelOpenOk{})
 		return false
 	}

@@ -87,6 +87,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return nil
 		}
 		ch.prefetch = int(m.PrefetchCount)
+		ch.mon.prefetch.Store(int64(m.PrefetchCount))
 		ch.conn.send(ch.id, &amqp091.BasicQosOk{})
 		return nil
 	case *amqp091.BasicConsume:
@@ -128,6 +129,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return errf(amqp091.PreconditionFailed, "cannot switch from confirm to tx mode")
 		}
 		ch.tx = true
+		ch.mon.tx.Store(true)
 		ch.conn.send(ch.id, &amqp091.TxSelectOk{})
 		return nil
 	case *amqp091.TxCommit:
@@ -171,6 +173,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return errf(amqp091.PreconditionFailed, "cannot switch from tx to confirm mode")
 		}
 		ch.confirm = true
+		ch.mon.confirm.Store(true)
 		if !m.Nowait {
 			ch.conn.send(ch.id, &amqp091.ConfirmSelectOk{})
 		}

@@ -22,6 +22,7 @@ func init() {
 // brokerFile is the --config-file format (TOML).
 type brokerFile struct {
 	AMQP                string `toml:"amqp"`
+	HTTP                string `toml:"http"`
 	Data                string `toml:"data"`
 	MemoryHighWatermark int64  `toml:"memory_high_watermark"`
 	MaxConnections      int    `toml:"max_connections"`
@@ -42,9 +43,10 @@ type brokerFile struct {
 }
 
 func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
-	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--data DIR] [--config-file F]")
+	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--http 127.0.0.1:15672] [--data DIR] [--config-file F]")
 	addr := fs.String("amqp", "", "AMQP listen address (default 127.0.0.1:5672)")
 	data := fs.String("data", "", "data directory for durable state (default: memory only)")
+	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
@@ -71,6 +73,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 		if f.Data != "" {
 			opts.DataDir = f.Data
+		}
+		if f.HTTP != "" {
+			opts.HTTPAddr = f.HTTP
 		}
 		if f.MemoryHighWatermark > 0 {
 			opts.MemoryHighWatermark = f.MemoryHighWatermark
@@ -103,6 +108,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	if *data != "" {
 		opts.DataDir = *data
 	}
+	if *httpAddr != "" {
+		opts.HTTPAddr = *httpAddr
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
@@ -115,6 +123,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
+	if a := srv.HTTPAddr(); a != nil {
+		fmt.Fprintf(env.stdout, "management API on http://%s/api/\n", a)
+	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
