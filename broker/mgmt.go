@@ -557,38 +557,42 @@ func (a *mgmtAPI) bindings(m *mgmtRequest) {
 	writeJSON(m.w, http.StatusOK, out)
 }
 
-func (a *mgmtAPI) connectionsFor(m *mgmtRequest, name string) ([]ConnectionInfo, error) {
-	opts := ConnectionsOptions{Name: name}
+func (a *mgmtAPI) connections(m *mgmtRequest) {
+	opts := ConnectionsOptions{}
 	if !m.seesAllConnections() {
 		opts.User = m.user.name
 	}
-	cs, err := a.s.Connections(opts)
-	if err != nil {
-		return nil, err
-	}
-	return orEmpty(cs), nil
+	cs, _ := a.s.Connections(opts)
+	writeJSON(m.w, http.StatusOK, orEmpty(cs))
 }
 
-func (a *mgmtAPI) connections(m *mgmtRequest) {
-	cs, _ := a.connectionsFor(m, "")
-	writeJSON(m.w, http.StatusOK, cs)
+// oneConnection finds the named connection and checks, as RabbitMQ 3.10
+// does, that the user owns it or has at least the given level (monitoring
+// to see another user's connection, administrator to close it).
+func (a *mgmtAPI) oneConnection(m *mgmtRequest, other tagLevel) (ConnectionInfo, bool) {
+	cs, err := a.s.Connections(ConnectionsOptions{Name: m.r.PathValue("name")})
+	if err != nil {
+		writeNotFound(m.w)
+		return ConnectionInfo{}, false
+	}
+	if cs[0].User != m.user.name && m.level < other {
+		writeError(m.w, http.StatusUnauthorized, "not_authorised", "User not authorised to access object")
+		return ConnectionInfo{}, false
+	}
+	return cs[0], true
 }
 
 func (a *mgmtAPI) connection(m *mgmtRequest) {
-	cs, err := a.connectionsFor(m, m.r.PathValue("name"))
-	if err != nil {
-		writeNotFound(m.w)
-		return
+	if c, ok := a.oneConnection(m, levelMonitoring); ok {
+		writeJSON(m.w, http.StatusOK, c)
 	}
-	writeJSON(m.w, http.StatusOK, cs[0])
 }
 
 // closeConnection is DELETE /api/connections/{name}: the user's own
-// connection, or any for monitoring and administrator users.
+// connection, or any for administrators.
 func (a *mgmtAPI) closeConnection(m *mgmtRequest) {
 	name := m.r.PathValue("name")
-	if _, err := a.connectionsFor(m, name); err != nil {
-		writeNotFound(m.w)
+	if _, ok := a.oneConnection(m, levelAdministrator); !ok {
 		return
 	}
 	reason := m.r.Header.Get("X-Reason")

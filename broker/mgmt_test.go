@@ -38,6 +38,10 @@ func startMgmt(t *testing.T) (*Server, string, string) {
 	return s, u, "http://" + s.HTTPAddr().String()
 }
 
+// mgmtHTTPClient keeps no idle connections, so that no transport
+// goroutine outlives a test (goleak checks in TestMain).
+var mgmtHTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 type mgmtClient struct {
 	t    *testing.T
 	base string
@@ -69,8 +73,7 @@ func (c mgmtClient) do(method, path, user string, body any, hdr ...string) (int,
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	cl := &http.Client{Timeout: 30 * time.Second}
-	resp, err := cl.Do(req)
+	resp, err := mgmtHTTPClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -131,7 +134,7 @@ func TestMgmtAuthentication(t *testing.T) {
 
 		req, _ := http.NewRequest("GET", base+p, nil)
 		req.SetBasicAuth("guest", "wrong")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := mgmtHTTPClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,18 +342,29 @@ func TestMgmtCloseConnection(t *testing.T) {
 		time.Since(time.UnixMilli(v.ConnectedAt)) > time.Minute {
 		t.Errorf("victim: %+v (want name %q)", v, wantName)
 	}
-	// A management user sees only its own connections and may not close
-	// guest's.
+	// A management user sees only its own connections; a monitoring user
+	// sees guest's but, like the management user, may not close it (as
+	// RabbitMQ 3.10.8 answers).
 	var mine []ConnectionInfo
 	code, _, b := c.do("GET", "/api/connections", "mgr", nil)
 	if err := json.Unmarshal(b, &mine); code != http.StatusOK || err != nil || len(mine) != 0 {
 		t.Errorf("management user's connections: %d %s", code, b)
 	}
-	if code, _, _ := c.do("DELETE", "/api/connections/"+url.PathEscape(v.Name), "mgr", nil); code != http.StatusNotFound {
-		t.Errorf("management user closing guest's connection: %d", code)
+	path := "/api/connections/" + url.PathEscape(v.Name)
+	denied := `{"error":"not_authorised","reason":"User not authorised to access object"}`
+	if code, _, b := c.do("GET", path, "mgr", nil); code != http.StatusUnauthorized || string(b) != denied {
+		t.Errorf("management user reading guest's connection: %d %s", code, b)
+	}
+	if code, _, b := c.do("GET", path, "mon", nil); code != http.StatusOK || !strings.Contains(string(b), `"user_provided_name":"victim"`) {
+		t.Errorf("monitoring user reading guest's connection: %d %s", code, b)
+	}
+	for _, u := range []string{"mgr", "mon"} {
+		if code, _, b := c.do("DELETE", path, u, nil); code != http.StatusUnauthorized || string(b) != denied {
+			t.Errorf("%s closing guest's connection: %d %s", u, code, b)
+		}
 	}
 
-	code, _, b = c.do("DELETE", "/api/connections/"+url.PathEscape(v.Name), "guest", nil, "X-Reason", "testing recovery")
+	code, _, b = c.do("DELETE", path, "guest", nil, "X-Reason", "testing recovery")
 	if code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", code, b)
 	}
@@ -369,6 +383,30 @@ func TestMgmtCloseConnection(t *testing.T) {
 	})
 	if bystander.IsClosed() {
 		t.Error("the other connection was closed too")
+	}
+
+	// A management user may close its own connection; without X-Reason
+	// the text is RabbitMQ's default.
+	own, err := amqp.DialConfig(strings.Replace(amqpURL, "guest:guest", "mgr:mgrpw", 1), amqp.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	ownClosed := own.NotifyClose(make(chan *amqp.Error, 1))
+	code, _, b = c.do("GET", "/api/connections", "mgr", nil)
+	if err := json.Unmarshal(b, &mine); code != http.StatusOK || err != nil || len(mine) != 1 || mine[0].User != "mgr" {
+		t.Fatalf("management user's own connections: %d %s", code, b)
+	}
+	if code, _, b := c.do("DELETE", "/api/connections/"+url.PathEscape(mine[0].Name), "mgr", nil); code != http.StatusNoContent {
+		t.Fatalf("management user closing its connection: %d %s", code, b)
+	}
+	select {
+	case e := <-ownClosed:
+		if e == nil || e.Code != amqp.ConnectionForced || e.Reason != "CONNECTION_FORCED - Closed via management plugin" {
+			t.Fatalf("close: %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("own connection not closed")
 	}
 }
 
@@ -645,7 +683,6 @@ func TestMgmtShutdownStopsHTTP(t *testing.T) {
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	http.DefaultClient.CloseIdleConnections()
 	if nc, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
 		nc.Close()
 		t.Fatal("management listener still accepts after Shutdown")
