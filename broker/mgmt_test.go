@@ -30,10 +30,19 @@ var mgmtPasswords = map[string]string{"guest": "guest", "mgr": "mgrpw", "mon": "
 // returns the server, the AMQP URL and the API's base URL.
 func startMgmt(t *testing.T) (*Server, string, string) {
 	t.Helper()
+	return startMgmtWith(t, nil)
+}
+
+// startMgmtWith is startMgmt with more options set by mod.
+func startMgmtWith(t *testing.T, mod func(*Options)) (*Server, string, string) {
+	t.Helper()
 	s, u := startBroker(t, func(o *Options) {
 		o.HTTPAddr = "127.0.0.1:0"
 		o.Users = mgmtUsers
 		o.VHosts = []string{"/", "other"}
+		if mod != nil {
+			mod(o)
+		}
 	})
 	return s, u, "http://" + s.HTTPAddr().String()
 }
@@ -189,6 +198,9 @@ func TestMgmtNotFound(t *testing.T) {
 		if code != http.StatusNotFound || string(b) != `{"error":"Object Not Found","reason":"Not Found"}` {
 			t.Errorf("GET %s: %d %s", p, code, b)
 		}
+	}
+	if code, h, b := c.do("POST", "/api/overview", "guest", "{}"); code != http.StatusMethodNotAllowed || h.Get("Allow") != "GET" {
+		t.Errorf("POST /api/overview: %d %s", code, b)
 	}
 	for _, p := range []string{"/api/queues/%2F/nope", "/api/queues/%2F/nope/contents", "/api/exchanges/%2F/nope", "/api/connections/nope"} {
 		if code, _, b := c.do("DELETE", p, "guest", nil); code != http.StatusNotFound {
@@ -613,6 +625,11 @@ func TestMgmtOverviewUsersNodesHealth(t *testing.T) {
 	if len(vhs) != 2 || vhs[0].Name != "/" || vhs[1].Name != "other" || vhs[0].ClusterState[ov.Node] != "running" {
 		t.Errorf("vhosts: %+v", vhs)
 	}
+	var one VHostInfo
+	c.getJSON("/api/vhosts/other", &one)
+	if one.Name != "other" || one.DefaultQueueType != "classic" {
+		t.Errorf("vhost: %+v", one)
+	}
 	code, _, b = c.do("GET", "/api/vhosts", "mgr", nil)
 	if code != http.StatusOK || strings.Contains(string(b), `"other"`) {
 		t.Errorf("management user sees vhosts without permissions: %s", b)
@@ -704,5 +721,40 @@ func TestMgmtShutdownStopsHTTP(t *testing.T) {
 	}
 	if err := s2.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMgmtAlarmHealthCheck: while the memory alarm is raised the alarm
+// health checks answer 503 and connections show as blocked.
+func TestMgmtAlarmHealthCheck(t *testing.T) {
+	_, amqpURL, base := startMgmtWith(t, func(o *Options) { o.MemoryHighWatermark = 1024 })
+	c := mgmtClient{t, base}
+	conn := dial(t, amqpURL)
+	ch := openCh(t, conn)
+	if _, err := ch.QueueDeclare("big", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", "big", false, false, amqp.Publishing{Body: make([]byte, 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "alarm check failing", func() (bool, string) {
+		code, _, b := c.do("GET", "/api/health/checks/alarms", "guest", nil)
+		return code == http.StatusServiceUnavailable && strings.Contains(string(b), `"resource":"memory"`), fmt.Sprint(code, string(b))
+	})
+	var conns []ConnectionInfo
+	c.getJSON("/api/connections", &conns)
+	if len(conns) != 1 || conns[0].State != "blocked" {
+		t.Errorf("connections during the alarm: %+v", conns)
+	}
+	var nodes []NodeInfo
+	c.getJSON("/api/nodes", &nodes)
+	if !nodes[0].MemAlarm || nodes[0].MemLimit != 1024 {
+		t.Errorf("nodes during the alarm: %+v", nodes)
+	}
+	if code, _, b := c.do("DELETE", "/api/queues/%2F/big/contents", "guest", nil); code != http.StatusNoContent {
+		t.Fatalf("purge: %d %s", code, b)
+	}
+	if code, _, b := c.do("GET", "/api/health/checks/local-alarms", "guest", nil); code != http.StatusOK {
+		t.Errorf("alarm check after purge: %d %s", code, b)
 	}
 }
