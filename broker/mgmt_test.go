@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -756,5 +757,29 @@ func TestMgmtAlarmHealthCheck(t *testing.T) {
 	}
 	if code, _, b := c.do("GET", "/api/health/checks/local-alarms", "guest", nil); code != http.StatusOK {
 		t.Errorf("alarm check after purge: %d %s", code, b)
+	}
+}
+
+// TestMgmtLoopbackUserOverHTTP uses the handler with httptest: a request
+// from a non-loopback address (httptest's 192.0.2.1) is refused for a
+// loopback-only user, as over AMQP, and served for the others.
+func TestMgmtLoopbackUserOverHTTP(t *testing.T) {
+	s, _, _ := startMgmt(t)
+	h := s.ManagementHandler()
+	for _, tc := range []struct {
+		user, pass string
+		code       int
+		body       string
+	}{
+		{"guest", "guest", http.StatusUnauthorized, `{"error":"not_authorised","reason":"User can only log in via localhost"}`},
+		{"mgr", "mgrpw", http.StatusOK, `{"name":"mgr","tags":["management"]}`},
+	} {
+		req := httptest.NewRequest("GET", "/api/whoami", nil)
+		req.SetBasicAuth(tc.user, tc.pass)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.code || rec.Body.String() != tc.body {
+			t.Errorf("%s from %s: %d %s", tc.user, req.RemoteAddr, rec.Code, rec.Body.String())
+		}
 	}
 }
