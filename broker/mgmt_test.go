@@ -783,3 +783,94 @@ func TestMgmtLoopbackUserOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestMgmtBindingEndpoints creates, reads and deletes queue and exchange
+// bindings through the API, with arguments, by their properties_key.
+func TestMgmtBindingEndpoints(t *testing.T) {
+	_, amqpURL, base := startMgmt(t)
+	c := mgmtClient{t, base}
+	expect := func(method, path string, body any, want int) (http.Header, []byte) {
+		t.Helper()
+		code, h, b := c.do(method, path, "guest", body)
+		if code != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, code, b, want)
+		}
+		return h, b
+	}
+	expect("PUT", "/api/exchanges/%2F/ex", map[string]any{"type": "topic"}, http.StatusCreated)
+	expect("PUT", "/api/exchanges/%2F/ex2", map[string]any{"type": "fanout"}, http.StatusCreated)
+	expect("PUT", "/api/queues/%2F/bq", map[string]any{}, http.StatusCreated)
+
+	h, _ := expect("POST", "/api/bindings/%2F/e/ex/q/bq", map[string]any{"routing_key": "a.*", "arguments": map[string]any{}}, http.StatusCreated)
+	loc := h.Get("Location")
+	if loc != "/api/bindings/%2F/e/ex/q/bq/a.%252A" {
+		t.Fatalf("Location: %q", loc)
+	}
+	var one BindingInfo
+	c.getJSON(loc, &one)
+	if one.Source != "ex" || one.Destination != "bq" || one.RoutingKey != "a.*" || one.PropertiesKey != "a.%2A" {
+		t.Fatalf("binding: %+v", one)
+	}
+	h, _ = expect("POST", "/api/bindings/%2F/e/ex/q/bq", map[string]any{"routing_key": "a.*", "arguments": map[string]any{"x": 1, "y": "z"}}, http.StatusCreated)
+	withArgs := h.Get("Location")
+	if !strings.HasPrefix(withArgs, "/api/bindings/%2F/e/ex/q/bq/a.%252A~") {
+		t.Fatalf("Location of a binding with arguments: %q", withArgs)
+	}
+	var bs []BindingInfo
+	c.getJSON("/api/bindings/%2F/e/ex/q/bq", &bs)
+	if len(bs) != 2 {
+		t.Fatalf("bindings between ex and bq: %+v", bs)
+	}
+	c.getJSON("/api/queues/%2F/bq/bindings", &bs)
+	if len(bs) != 3 || bs[0].Source != "" {
+		t.Fatalf("bindings of bq: %+v", bs)
+	}
+	h, _ = expect("POST", "/api/bindings/%2F/e/ex/e/ex2", map[string]any{"routing_key": "k"}, http.StatusCreated)
+	e2e := h.Get("Location")
+	c.getJSON("/api/exchanges/%2F/ex/bindings/source", &bs)
+	if len(bs) != 3 {
+		t.Fatalf("bindings from ex: %+v", bs)
+	}
+	c.getJSON("/api/exchanges/%2F/ex2/bindings/destination", &bs)
+	if len(bs) != 1 || bs[0].DestinationType != "exchange" || bs[0].Source != "ex" {
+		t.Fatalf("bindings to ex2: %+v", bs)
+	}
+
+	// Deleting the binding with arguments leaves the other one routing.
+	expect("DELETE", withArgs, nil, http.StatusNoContent)
+	expect("GET", withArgs, nil, http.StatusNotFound)
+	expect("DELETE", withArgs, nil, http.StatusNotFound)
+	c.getJSON("/api/bindings/%2F/e/ex/q/bq", &bs)
+	if len(bs) != 1 || len(bs[0].Arguments) != 0 {
+		t.Fatalf("bindings after unbinding one: %+v", bs)
+	}
+	expect("DELETE", e2e, nil, http.StatusNoContent)
+	c.getJSON("/api/exchanges/%2F/ex2/bindings/destination", &bs)
+	if len(bs) != 0 {
+		t.Fatalf("e2e binding not removed: %+v", bs)
+	}
+	conn := dial(t, amqpURL)
+	ch := openCh(t, conn)
+	if err := ch.Publish("ex", "a.b", false, false, amqp.Publishing{Body: []byte("routed")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "message routed through the remaining binding", func() (bool, string) {
+		var q QueueInfo
+		c.getJSON("/api/queues/%2F/bq", &q)
+		return q.Messages == 1, fmt.Sprint(q.Messages)
+	})
+
+	expect("POST", "/api/bindings/%2F/e/ex/q/nope", map[string]any{"routing_key": "k"}, http.StatusNotFound)
+	expect("POST", "/api/bindings/%2F/e/nope/q/bq", map[string]any{"routing_key": "k"}, http.StatusNotFound)
+	expect("POST", "/api/bindings/%2F/e/ex/x/bq", map[string]any{"routing_key": "k"}, http.StatusNotFound)
+
+	_, b := expect("GET", "/api/aliveness-test/%2F", nil, http.StatusOK)
+	if string(b) != `{"status":"ok"}` {
+		t.Fatalf("aliveness-test: %s", b)
+	}
+	var q QueueInfo
+	c.getJSON("/api/queues/%2F/aliveness-test", &q)
+	if q.Messages != 0 {
+		t.Fatalf("aliveness-test queue: %+v", q)
+	}
+}

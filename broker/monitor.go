@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"oslogo/broker/internal/amqp091"
+
+	amqpclient "github.com/rabbitmq/amqp091-go"
 )
 
 // The query methods in this file return snapshots of the broker's state in
@@ -1002,6 +1004,58 @@ func jsonValue(v any) any {
 			f /= 10
 		}
 		return f
+	}
+	return v
+}
+
+// bindingByPropertiesKey finds a binding by its ends and properties_key
+// and returns its routing key and arguments as the client library types,
+// so that an unbind matches the binding exactly.
+func (s *Server) bindingByPropertiesKey(vhost, src, dtype, dst, props string) (string, amqpclient.Table, bool) {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return "", nil, false
+	}
+	vh.mu.RLock()
+	defer vh.mu.RUnlock()
+	e := vh.exchanges[src]
+	if e == nil {
+		return "", nil, false
+	}
+	for _, b := range e.bindings {
+		if (dtype == "queue" && (b.q == nil || b.q.name != dst)) || (dtype == "exchange" && (b.dst == nil || b.dst.name != dst)) {
+			continue
+		}
+		if propertiesKey(b.key, b.args) == props {
+			return b.key, clientTable(b.args), true
+		}
+	}
+	return "", nil, false
+}
+
+func clientTable(t amqp091.Table) amqpclient.Table {
+	if t == nil {
+		return nil
+	}
+	out := amqpclient.Table{}
+	for k, v := range t {
+		out[k] = clientValue(v)
+	}
+	return out
+}
+
+func clientValue(v any) any {
+	switch v := v.(type) {
+	case amqp091.Table:
+		return clientTable(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = clientValue(x)
+		}
+		return out
+	case amqp091.Decimal:
+		return amqpclient.Decimal{Scale: v.Scale, Value: v.Value}
 	}
 	return v
 }
