@@ -874,3 +874,93 @@ func TestMgmtBindingEndpoints(t *testing.T) {
 		t.Fatalf("aliveness-test queue: %+v", q)
 	}
 }
+
+// TestMgmtQueriesDuringChurn reads every list while clients open and
+// close connections and channels, declare and delete queues, publish,
+// consume and acknowledge; the race detector checks the query methods'
+// locking, and every answer must be a well-formed list.
+func TestMgmtQueriesDuringChurn(t *testing.T) {
+	s, amqpURL, base := startMgmt(t)
+	c := mgmtClient{t, base}
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for w := range 3 {
+		go func() {
+			errs <- func() error {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return nil
+					default:
+					}
+					conn, err := amqp.Dial(amqpURL)
+					if err != nil {
+						return err
+					}
+					ch, err := conn.Channel()
+					if err != nil {
+						conn.Close()
+						return err
+					}
+					q := fmt.Sprintf("churn-%d-%d", w, i)
+					if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
+						conn.Close()
+						return err
+					}
+					_ = ch.Qos(5, 0, false)
+					_ = ch.Confirm(false)
+					for range 5 {
+						_ = ch.Publish("", q, false, false, amqp.Publishing{Body: []byte("x")})
+					}
+					dels, err := ch.Consume(q, "", false, false, false, false, nil)
+					if err != nil {
+						conn.Close()
+						return err
+					}
+					d := <-dels
+					_ = d.Ack(false)
+					if i%2 == 0 {
+						_ = ch.Close()
+					}
+					conn.Close()
+				}
+			}()
+		}()
+	}
+	// The in-process connections of the API itself churn too.
+	go func() {
+		errs <- func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				code, _, b := c.do("PUT", "/api/queues/%2F/api-churn", "guest", map[string]any{})
+				if code != http.StatusCreated && code != http.StatusNoContent {
+					return fmt.Errorf("PUT: %d %s", code, b)
+				}
+				if code, _, b := c.do("DELETE", "/api/queues/%2F/api-churn", "guest", nil); code != http.StatusNoContent && code != http.StatusNotFound {
+					return fmt.Errorf("DELETE: %d %s", code, b)
+				}
+			}
+		}()
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for n := 0; time.Now().Before(deadline) || n < 20; n++ {
+		for _, p := range []string{"/api/overview", "/api/queues", "/api/connections", "/api/channels", "/api/consumers", "/api/bindings", "/api/exchanges"} {
+			code, _, b := c.do("GET", p, "guest", nil)
+			var v any
+			if code != http.StatusOK || json.Unmarshal(b, &v) != nil {
+				t.Fatalf("GET %s during churn: %d %s", p, code, b)
+			}
+		}
+		_ = s.Overview()
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
