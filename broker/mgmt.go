@@ -145,6 +145,15 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/bindings/{vhost}/e/{source}/{dtype}/{destination}/{props}", levelManagement, a.binding)
 	h("DELETE /api/bindings/{vhost}/e/{source}/{dtype}/{destination}/{props}", levelManagement, a.unbind)
 	h("GET /api/aliveness-test/{vhost}", levelManagement, a.aliveness)
+	h("PUT /api/vhosts/{vhost}", levelAdministrator, a.putVHost)
+	h("DELETE /api/vhosts/{vhost}", levelAdministrator, a.deleteVHost)
+	h("GET /api/users/{user}", levelAdministrator, a.user)
+	h("PUT /api/users/{user}", levelAdministrator, a.putUser)
+	h("DELETE /api/users/{user}", levelAdministrator, a.deleteUser)
+	h("GET /api/users/{user}/permissions", levelAdministrator, a.userPermissions)
+	h("GET /api/permissions/{vhost}/{user}", levelAdministrator, a.permission)
+	h("PUT /api/permissions/{vhost}/{user}", levelAdministrator, a.putPermission)
+	h("DELETE /api/permissions/{vhost}/{user}", levelAdministrator, a.deletePermission)
 	h("GET /api/connections", levelManagement, a.connections)
 	h("GET /api/connections/{name}", levelManagement, a.connection)
 	h("DELETE /api/connections/{name}", levelManagement, a.closeConnection)
@@ -1437,4 +1446,180 @@ func (a *mgmtAPI) aliveness(m *mgmtRequest) {
 		return
 	}
 	writeJSON(m.w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readOptionalBody is readBody for requests whose body may be empty.
+func (m *mgmtRequest) readOptionalBody(s *Server, into any) bool {
+	if m.r.ContentLength == 0 {
+		return true
+	}
+	return m.readBody(s, into)
+}
+
+func (a *mgmtAPI) putVHost(m *mgmtRequest) {
+	var body map[string]any
+	if !m.readOptionalBody(a.s, &body) {
+		return
+	}
+	created, err := a.s.AddVHost(m.r.PathValue("vhost"))
+	if err != nil {
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
+		return
+	}
+	if created {
+		m.w.WriteHeader(http.StatusCreated)
+		return
+	}
+	m.w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *mgmtAPI) deleteVHost(m *mgmtRequest) {
+	switch err := a.s.DeleteVHost(m.r.PathValue("vhost")); {
+	case errors.Is(err, ErrNotFound):
+		writeNotFound(m.w)
+	case err != nil:
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
+	default:
+		m.w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (a *mgmtAPI) user(m *mgmtRequest) {
+	name := m.r.PathValue("user")
+	for _, u := range a.s.Users() {
+		if u.Name == name {
+			writeJSON(m.w, http.StatusOK, u)
+			return
+		}
+	}
+	writeNotFound(m.w)
+}
+
+type userBody struct {
+	Password         *string `json:"password"`
+	PasswordHash     *string `json:"password_hash"`
+	HashingAlgorithm string  `json:"hashing_algorithm"`
+	Tags             any     `json:"tags"`
+}
+
+// putUser is PUT /api/users/{user}: tags are a comma-separated string (as
+// RabbitMQ 3.10 documents) or a list.
+func (a *mgmtAPI) putUser(m *mgmtRequest) {
+	var b userBody
+	if !m.readBody(a.s, &b) {
+		return
+	}
+	u := User{Name: m.r.PathValue("user"), Tags: []string{}}
+	switch t := b.Tags.(type) {
+	case nil:
+	case string:
+		for _, tag := range strings.Split(t, ",") {
+			if tag = strings.TrimSpace(tag); tag != "" {
+				u.Tags = append(u.Tags, tag)
+			}
+		}
+	case []any:
+		for _, x := range t {
+			tag, ok := x.(string)
+			if !ok {
+				writeError(m.w, http.StatusBadRequest, "bad_request", "tags must be strings")
+				return
+			}
+			u.Tags = append(u.Tags, tag)
+		}
+	default:
+		writeError(m.w, http.StatusBadRequest, "bad_request", "tags must be a string or a list")
+		return
+	}
+	if b.HashingAlgorithm != "" && b.HashingAlgorithm != "rabbit_password_hashing_sha256" {
+		writeError(m.w, http.StatusBadRequest, "bad_request", "only rabbit_password_hashing_sha256 is supported")
+		return
+	}
+	if b.Password != nil {
+		u.Password = *b.Password
+	}
+	if b.PasswordHash != nil {
+		u.PasswordHash = *b.PasswordHash
+	}
+	created, err := a.s.PutUser(u)
+	if err != nil {
+		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
+		return
+	}
+	if created {
+		m.w.WriteHeader(http.StatusCreated)
+		return
+	}
+	m.w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *mgmtAPI) deleteUser(m *mgmtRequest) {
+	if err := a.s.DeleteUser(m.r.PathValue("user")); err != nil {
+		writeNotFound(m.w)
+		return
+	}
+	m.w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *mgmtAPI) userPermissions(m *mgmtRequest) {
+	name := m.r.PathValue("user")
+	if _, ok := a.s.UserTags(name); !ok {
+		writeNotFound(m.w)
+		return
+	}
+	out := []PermissionInfo{}
+	for _, p := range a.s.Permissions() {
+		if p.User == name {
+			out = append(out, p)
+		}
+	}
+	writeJSON(m.w, http.StatusOK, out)
+}
+
+func (a *mgmtAPI) permission(m *mgmtRequest) {
+	vh, name := m.r.PathValue("vhost"), m.r.PathValue("user")
+	for _, p := range a.s.Permissions() {
+		if p.User == name && p.VHost == vh {
+			writeJSON(m.w, http.StatusOK, p)
+			return
+		}
+	}
+	writeNotFound(m.w)
+}
+
+type permissionBody struct {
+	Configure *string `json:"configure"`
+	Write     *string `json:"write"`
+	Read      *string `json:"read"`
+}
+
+func (a *mgmtAPI) putPermission(m *mgmtRequest) {
+	var b permissionBody
+	if !m.readBody(a.s, &b) {
+		return
+	}
+	if b.Configure == nil || b.Write == nil || b.Read == nil {
+		writeError(m.w, http.StatusBadRequest, "bad_request", "configure, write and read are required")
+		return
+	}
+	created, err := a.s.SetPermission(m.r.PathValue("user"), m.r.PathValue("vhost"),
+		Permission{Configure: *b.Configure, Write: *b.Write, Read: *b.Read})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeNotFound(m.w)
+	case err != nil:
+		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
+	case created:
+		m.w.WriteHeader(http.StatusCreated)
+	default:
+		m.w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
+	if err := a.s.ClearPermission(m.r.PathValue("user"), m.r.PathValue("vhost")); err != nil {
+		writeNotFound(m.w)
+		return
+	}
+	m.w.WriteHeader(http.StatusNoContent)
 }

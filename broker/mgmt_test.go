@@ -964,3 +964,126 @@ func TestMgmtQueriesDuringChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestMgmtAdminWrites creates a vhost, a user and its permissions through
+// the API, uses them over AMQP, changes the password, deletes the vhost
+// (closing the user's connection) and the user.
+func TestMgmtAdminWrites(t *testing.T) {
+	_, amqpURL, base := startMgmt(t)
+	c := mgmtClient{t, base}
+	mgmtPasswords["bob"] = "bobpw"
+	defer delete(mgmtPasswords, "bob")
+	expect := func(method, path, user string, body any, want int) []byte {
+		t.Helper()
+		code, _, b := c.do(method, path, user, body)
+		if code != want {
+			t.Fatalf("%s %s as %s: %d %s, want %d", method, path, user, code, b, want)
+		}
+		return b
+	}
+	expect("PUT", "/api/vhosts/v2", "mgr", nil, http.StatusUnauthorized)
+	expect("PUT", "/api/vhosts/v2", "guest", nil, http.StatusCreated)
+	expect("PUT", "/api/vhosts/v2", "guest", map[string]any{"description": "x"}, http.StatusNoContent)
+	expect("PUT", "/api/users/bob", "guest", map[string]any{"tags": "management"}, http.StatusBadRequest)
+	expect("PUT", "/api/users/bob", "guest", map[string]any{"password": "bobpw", "tags": "management"}, http.StatusCreated)
+	expect("GET", "/api/whoami", "bob", nil, http.StatusOK)
+	bobURL := strings.Replace(amqpURL, "guest:guest", "bob:bobpw", 1)
+	if _, err := amqp.Dial(bobURL + "v2"); err == nil {
+		t.Fatal("a new user without permissions opened vhost v2")
+	}
+	expect("PUT", "/api/permissions/v2/bob", "guest", map[string]any{"configure": ".*", "write": ".*"}, http.StatusBadRequest)
+	expect("PUT", "/api/permissions/v2/bob", "guest", map[string]any{"configure": "(", "write": ".*", "read": ".*"}, http.StatusBadRequest)
+	expect("PUT", "/api/permissions/nope/bob", "guest", map[string]any{"configure": ".*", "write": ".*", "read": ".*"}, http.StatusNotFound)
+	expect("PUT", "/api/permissions/v2/bob", "guest", map[string]any{"configure": "^bob\\..*", "write": ".*", "read": ".*"}, http.StatusCreated)
+	var p PermissionInfo
+	c.getJSON("/api/permissions/v2/bob", &p)
+	if p != (PermissionInfo{User: "bob", VHost: "v2", Configure: "^bob\\..*", Write: ".*", Read: ".*"}) {
+		t.Fatalf("permission: %+v", p)
+	}
+	var ps []PermissionInfo
+	c.getJSON("/api/users/bob/permissions", &ps)
+	if len(ps) != 1 {
+		t.Fatalf("bob's permissions: %+v", ps)
+	}
+
+	conn, err := amqp.Dial(bobURL + "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	ch := openCh(t, conn)
+	if _, err := ch.QueueDeclare("bob.q", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("other.q", false, false, false, false, nil); err == nil {
+		t.Fatal("configure permission not applied")
+	}
+	b := expect("GET", "/api/queues/v2", "bob", nil, http.StatusOK)
+	if !strings.Contains(string(b), `"name":"bob.q"`) {
+		t.Fatalf("bob's queues: %s", b)
+	}
+
+	expect("PUT", "/api/users/bob", "guest", map[string]any{"password": "newpw", "tags": []string{"monitoring"}}, http.StatusNoContent)
+	expect("GET", "/api/whoami", "bob", nil, http.StatusUnauthorized)
+	mgmtPasswords["bob"] = "newpw"
+	if b := expect("GET", "/api/whoami", "bob", nil, http.StatusOK); string(b) != `{"name":"bob","tags":["monitoring"]}` {
+		t.Fatalf("whoami after the change: %s", b)
+	}
+	c.getJSON("/api/permissions/v2/bob", &p)
+	if p.Configure != "^bob\\..*" {
+		t.Fatalf("permissions lost with the password change: %+v", p)
+	}
+
+	expect("DELETE", "/api/vhosts/v2", "guest", nil, http.StatusNoContent)
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != amqp.ConnectionForced || e.Reason != "CONNECTION_FORCED - vhost 'v2' is deleted" {
+			t.Fatalf("close: %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection to the deleted vhost not closed")
+	}
+	expect("GET", "/api/vhosts/v2", "guest", nil, http.StatusNotFound)
+	expect("DELETE", "/api/vhosts/v2", "guest", nil, http.StatusNotFound)
+	expect("DELETE", "/api/permissions/v2/bob", "guest", nil, http.StatusNotFound)
+	var qs []QueueInfo
+	c.getJSON("/api/queues", &qs)
+	if len(qs) != 0 {
+		t.Fatalf("queues of the deleted vhost remain: %+v", qs)
+	}
+	expect("DELETE", "/api/users/bob", "guest", nil, http.StatusNoContent)
+	expect("GET", "/api/users/bob", "guest", nil, http.StatusNotFound)
+	expect("GET", "/api/whoami", "bob", nil, http.StatusUnauthorized)
+	expect("DELETE", "/api/users/bob", "guest", nil, http.StatusNotFound)
+
+	// guest was configured without permissions (everything everywhere):
+	// clearing one vhost keeps the others.
+	expect("DELETE", "/api/permissions/other/guest", "guest", nil, http.StatusNoContent)
+	c.getJSON("/api/users/guest/permissions", &ps)
+	if len(ps) != 1 || ps[0].VHost != "/" {
+		t.Fatalf("guest's permissions: %+v", ps)
+	}
+}
+
+// TestMgmtVHostSurvivesRestart: a vhost created through the API is part
+// of the durable definitions.
+func TestMgmtVHostSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	for i, want := range []int{http.StatusCreated, http.StatusNoContent} {
+		s, _ := startBroker(t, func(o *Options) {
+			o.HTTPAddr = "127.0.0.1:0"
+			o.DataDir = dir
+		})
+		c := mgmtClient{t, "http://" + s.HTTPAddr().String()}
+		if code, _, b := c.do("PUT", "/api/vhosts/kept", "guest", nil); code != want {
+			t.Fatalf("start %d: PUT vhost: %d %s", i, code, b)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
