@@ -96,14 +96,21 @@ func (s *Server) PutUser(u User) (bool, error) {
 	return old == nil, nil
 }
 
-// DeleteUser removes a user. Its open connections stay open.
+// DeleteUser removes a user and closes its connections with 320
+// CONNECTION_FORCED, as RabbitMQ 3.10 does.
 func (s *Server) DeleteUser(name string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.users[name] == nil {
+		s.mu.Unlock()
 		return ErrNotFound
 	}
 	delete(s.users, name)
+	s.mu.Unlock()
+	for _, c := range s.connList() {
+		if info, _, open := c.mon.snapshot(); open && info.user == name {
+			c.forceClose("CONNECTION_FORCED - user '" + name + "' is deleted")
+		}
+	}
 	return nil
 }
 

@@ -1052,7 +1052,27 @@ func TestMgmtAdminWrites(t *testing.T) {
 	if len(qs) != 0 {
 		t.Fatalf("queues of the deleted vhost remain: %+v", qs)
 	}
+	// Deleting a user closes its connections, as RabbitMQ 3.10.8 does.
+	if c, err := amqp.Dial(strings.Replace(amqpURL, "guest:guest", "bob:newpw", 1)); err == nil {
+		c.Close()
+		t.Fatal("bob opened / without permissions there")
+	}
+	expect("PUT", "/api/permissions/%2F/bob", "guest", map[string]any{"configure": ".*", "write": ".*", "read": ".*"}, http.StatusCreated)
+	conn2, err := amqp.Dial(strings.Replace(amqpURL, "guest:guest", "bob:newpw", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	closed2 := conn2.NotifyClose(make(chan *amqp.Error, 1))
 	expect("DELETE", "/api/users/bob", "guest", nil, http.StatusNoContent)
+	select {
+	case e := <-closed2:
+		if e == nil || e.Code != amqp.ConnectionForced || e.Reason != "CONNECTION_FORCED - user 'bob' is deleted" {
+			t.Fatalf("close: %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("deleted user's connection not closed")
+	}
 	expect("GET", "/api/users/bob", "guest", nil, http.StatusNotFound)
 	expect("GET", "/api/whoami", "bob", nil, http.StatusUnauthorized)
 	expect("DELETE", "/api/users/bob", "guest", nil, http.StatusNotFound)
