@@ -24,10 +24,11 @@ import (
 
 // The query methods in this file return snapshots of the broker's state in
 // the shapes (and JSON field names) of RabbitMQ 3.10's management HTTP API;
-// the HTTP handlers in mgmt.go only encode them. Each method takes the
-// broker's locks in the documented order (Server.mu, then vhost.mu, then
-// queue.mu, then channel.mu) one object at a time and never holds one
-// across I/O.
+// the HTTP handlers in mgmt.go only encode them. Each method holds one of
+// the broker's locks at a time (Server.mu, a vhost's, a queue's, a
+// channel's), never nested and never across I/O, so it cannot take part
+// in a lock-order cycle; the numbers it returns are each consistent but
+// not a snapshot of one instant.
 
 // ErrNotFound is returned by the query methods when the named vhost,
 // queue, exchange or connection does not exist.
