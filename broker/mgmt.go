@@ -442,7 +442,7 @@ func (s *Server) Nodes() []NodeInfo {
 		Processors: runtime.NumCPU(), RatesMode: "none"}}
 }
 
-func (a *mgmtAPI) nodes(m *mgmtRequest) { writeJSON(m.w, http.StatusOK, a.s.Nodes()) }
+func (a *mgmtAPI) nodes(m *mgmtRequest) { m.writeList(a.s.Nodes()) }
 
 func (a *mgmtAPI) vhosts(m *mgmtRequest) {
 	out := []VHostInfo{}
@@ -451,7 +451,7 @@ func (a *mgmtAPI) vhosts(m *mgmtRequest) {
 			out = append(out, v)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 func (a *mgmtAPI) vhost(m *mgmtRequest) {
@@ -468,10 +468,10 @@ func (a *mgmtAPI) vhost(m *mgmtRequest) {
 	writeNotFound(m.w)
 }
 
-func (a *mgmtAPI) users(m *mgmtRequest) { writeJSON(m.w, http.StatusOK, orEmpty(a.s.Users())) }
+func (a *mgmtAPI) users(m *mgmtRequest) { m.writeList(orEmpty(a.s.Users())) }
 
 func (a *mgmtAPI) permissions(m *mgmtRequest) {
-	writeJSON(m.w, http.StatusOK, orEmpty(a.s.Permissions()))
+	m.writeList(orEmpty(a.s.Permissions()))
 }
 
 func orEmpty[T any](v []T) []T {
@@ -497,7 +497,7 @@ func (a *mgmtAPI) queues(m *mgmtRequest) {
 			out = append(out, q)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 func (a *mgmtAPI) queue(m *mgmtRequest) {
@@ -529,7 +529,7 @@ func (a *mgmtAPI) exchanges(m *mgmtRequest) {
 			out = append(out, e)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 // exchangeName maps the path's name to the broker's: the default exchange
@@ -571,7 +571,7 @@ func (a *mgmtAPI) bindings(m *mgmtRequest) {
 			out = append(out, b)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 func (a *mgmtAPI) connections(m *mgmtRequest) {
@@ -580,7 +580,7 @@ func (a *mgmtAPI) connections(m *mgmtRequest) {
 		opts.User = m.user.name
 	}
 	cs, _ := a.s.Connections(opts)
-	writeJSON(m.w, http.StatusOK, orEmpty(cs))
+	m.writeList(orEmpty(cs))
 }
 
 // oneConnection finds the named connection and checks, as RabbitMQ 3.10
@@ -628,7 +628,7 @@ func (a *mgmtAPI) channels(m *mgmtRequest) {
 	if !m.seesAllConnections() {
 		opts.User = m.user.name
 	}
-	writeJSON(m.w, http.StatusOK, orEmpty(a.s.Channels(opts)))
+	m.writeList(orEmpty(a.s.Channels(opts)))
 }
 
 func (a *mgmtAPI) consumers(m *mgmtRequest) {
@@ -647,7 +647,7 @@ func (a *mgmtAPI) consumers(m *mgmtRequest) {
 			out = append(out, c)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 // amqpSession is an in-process AMQP connection and channel opened as the
@@ -1255,7 +1255,7 @@ func (a *mgmtAPI) queueBindings(m *mgmtRequest) {
 	if out, ok := a.filterBindings(m, vh, func(b BindingInfo) bool {
 		return b.DestinationType == "queue" && b.Destination == name
 	}); ok {
-		writeJSON(m.w, http.StatusOK, out)
+		m.writeList(out)
 	}
 }
 
@@ -1276,7 +1276,7 @@ func (a *mgmtAPI) exchangeBindings(m *mgmtRequest) {
 		}
 		return b.DestinationType == "exchange" && b.Destination == name
 	}); ok {
-		writeJSON(m.w, http.StatusOK, out)
+		m.writeList(out)
 	}
 }
 
@@ -1320,7 +1320,7 @@ func (a *mgmtAPI) bindingsBetween(m *mgmtRequest) {
 	if out, ok := a.filterBindings(m, vh, func(b BindingInfo) bool {
 		return b.Source == src && b.DestinationType == dtype && b.Destination == dst
 	}); ok {
-		writeJSON(m.w, http.StatusOK, out)
+		m.writeList(out)
 	}
 }
 
@@ -1573,7 +1573,7 @@ func (a *mgmtAPI) userPermissions(m *mgmtRequest) {
 			out = append(out, p)
 		}
 	}
-	writeJSON(m.w, http.StatusOK, out)
+	m.writeList(out)
 }
 
 func (a *mgmtAPI) permission(m *mgmtRequest) {
