@@ -46,6 +46,11 @@ func defaultGuest() User {
 // which matches every name without running a regex.
 type perm struct {
 	configure, write, read *regexp.Regexp
+	src                    Permission // as configured, for the management API
+}
+
+func newPerm(p Permission) *perm {
+	return &perm{configure: compilePerm(p.Configure), write: compilePerm(p.Write), read: compilePerm(p.Read), src: p}
 }
 
 type user struct {
@@ -69,25 +74,23 @@ func newUser(u User, loopback bool) *user {
 	}
 	usr := &user{name: u.Name, hash: hash, tags: u.Tags, loopback: loopback, perms: map[string]*perm{}}
 	for vh, p := range u.Permissions {
-		usr.perms[vh] = &perm{configure: compilePerm(p.Configure), write: compilePerm(p.Write), read: compilePerm(p.Read)}
+		usr.perms[vh] = newPerm(p)
 	}
 	return usr
 }
 
 // compilePerm compiles a validated permission regex; ".*" becomes nil.
+// RabbitMQ matches a permission regex anywhere in the name (`^bob\.`
+// anchors itself, `bob` allows "alice.bob"); the empty string allows
+// nothing.
 func compilePerm(re string) *regexp.Regexp {
 	if re == ".*" {
 		return nil
 	}
-	return regexp.MustCompile(anchor(re))
-}
-
-// anchor makes a permission regex match whole names, as RabbitMQ's do.
-func anchor(re string) string {
 	if re == "" {
-		return "^$"
+		re = "^$"
 	}
-	return "^(?:" + re + ")$"
+	return regexp.MustCompile(re)
 }
 
 func (u *user) checkPassword(pw string) bool {

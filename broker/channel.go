@@ -77,6 +77,8 @@ type channel struct {
 	// it are dropped: sent, they would reach a channel reopened with the
 	// same number and confirm that channel's publishes early.
 	confirmsOff bool
+
+	mon chanMonitor // reader-owned settings the management API reads
 }
 
 // routeCache remembers the last routing decision; topology changes bump

@@ -119,6 +119,7 @@ type conn struct {
 	ackM     amqp091.BasicAck
 	// exclusive queues owned by this connection (reader goroutine only).
 	exclusive []*queue
+	mon       connMonitor // what the management API reads (monitor.go)
 }
 
 func newConn(srv *Server, nc net.Conn, id uint64) *conn {
@@ -133,7 +134,7 @@ func newConn(srv *Server, nc net.Conn, id uint64) *conn {
 	if c.sock != nil {
 		r = c.sock
 	}
-	c.br = bufio.NewReaderSize(r, 64<<10)
+	c.br = bufio.NewReaderSize(countingReader{r, &c.mon.recvOct}, 64<<10)
 	c.fr = amqp091.NewFrameReader(c.br, srv.opts.FrameMax)
 	c.name = nc.RemoteAddr().String() + " -> " + nc.LocalAddr().String()
 	return c
@@ -210,7 +211,8 @@ func (c *conn) releaseChannels() {
 
 // writeRaw writes during the handshake, before the writer starts.
 func (c *conn) writeMethodNow(ch uint16, m amqp091.Method) error {
-	_, err := c.nc.Write(amqp091.AppendMethodFrame(nil, ch, m))
+	n, err := c.nc.Write(amqp091.AppendMethodFrame(nil, ch, m))
+	c.mon.sendOct.Add(uint64(n))
 	return err
 }
 
@@ -344,6 +346,7 @@ func (c *conn) handshake() error {
 	if !c.srv.admit(c) {
 		return c.refuse(amqp091.NotAllowed, "NOT_ALLOWED - connection refused: node connection limit ("+strconv.Itoa(c.srv.opts.MaxConnections)+") is reached")
 	}
+	c.mon.opened(c, so.Mechanism)
 	return c.writeMethodNow(0, &amqp091.ConnectionOpenOk{})
 }
 
@@ -465,6 +468,7 @@ func (c *conn) flushInline() {
 			blocked, err = true, nil
 		}
 	}
+	c.mon.sendOct.Add(uint64(n))
 	c.outMu.Lock()
 	c.flushing = false
 	c.pending.Store(0)
@@ -668,6 +672,7 @@ func (c *conn) write(buf []byte) error {
 		if c.sock != nil {
 			// No deadline timer while the socket takes everything.
 			n, blocked, err := c.sock.TryWrite(buf)
+			c.mon.sendOct.Add(uint64(n))
 			buf = buf[n:]
 			if err != nil || !blocked {
 				return err
@@ -676,6 +681,7 @@ func (c *conn) write(buf []byte) error {
 			n, err = c.sock.Write(buf)
 			// A deadline left in the past would fail the next TryWrite.
 			_ = c.nc.SetWriteDeadline(time.Time{})
+			c.mon.sendOct.Add(uint64(n))
 			buf = buf[n:]
 			if err != nil && (n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) || c.finalBy.Load() != 0) {
 				return err
@@ -687,6 +693,7 @@ func (c *conn) write(buf []byte) error {
 		chunk := buf[:min(len(buf), writeChunk)]
 		_ = c.nc.SetWriteDeadline(c.writeDeadline())
 		n, err := c.nc.Write(chunk)
+		c.mon.sendOct.Add(uint64(n))
 		buf = buf[n:]
 		if err != nil {
 			return err
@@ -848,6 +855,7 @@ func (c *conn) handleFrame(f amqp091.Frame) bool {
 			return false
 		}
 		c.channels[f.Channel] = newChannel(c, f.Channel)
+		c.mon.addChannel(c.channels[f.Channel])
 		c.send(f.Channel, &amqp091.ChannelOpenOk{})
 		return false
 	}

@@ -12,6 +12,6 @@
 // Concurrency: each connection has one reader goroutine (decoding frames,
 // routing publishes, delivering straight into consumers' output buffers)
 // and one writer goroutine that flushes its buffer in batches. Lock order:
-// vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu and
-// channel.confirmMu are leaves.
+// vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu,
+// channel.confirmMu and the management API's connMonitor.mu are leaves.
 package broker

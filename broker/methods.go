@@ -87,6 +87,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return nil
 		}
 		ch.prefetch = int(m.PrefetchCount)
+		ch.mon.prefetch.Store(int64(m.PrefetchCount))
 		ch.conn.send(ch.id, &amqp091.BasicQosOk{})
 		return nil
 	case *amqp091.BasicConsume:
@@ -128,6 +129,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return errf(amqp091.PreconditionFailed, "cannot switch from confirm to tx mode")
 		}
 		ch.tx = true
+		ch.mon.tx.Store(true)
 		ch.conn.send(ch.id, &amqp091.TxSelectOk{})
 		return nil
 	case *amqp091.TxCommit:
@@ -171,6 +173,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 			return errf(amqp091.PreconditionFailed, "cannot switch from tx to confirm mode")
 		}
 		ch.confirm = true
+		ch.mon.confirm.Store(true)
 		if !m.Nowait {
 			ch.conn.send(ch.id, &amqp091.ConfirmSelectOk{})
 		}
@@ -299,9 +302,9 @@ func (ch *channel) exchangeDelete(m *amqp091.ExchangeDelete) *amqpError {
 		vh.mu.Unlock()
 		return errf(amqp091.PreconditionFailed, "exchange '%s' in vhost '%s' in use", m.Exchange, vh.name)
 	}
-	vh.removeExchangeLocked(e)
+	durableGone := vh.removeExchangeLocked(e)
 	vh.mu.Unlock()
-	if e.durable {
+	if durableGone {
 		if err := vh.srv.syncDefinitions(true); err != nil {
 			return err
 		}
@@ -351,18 +354,18 @@ func (ch *channel) exchangeBind(dst, src, key string, args amqp091.Table, noWait
 		return errf(amqp091.NotFound, "no exchange '%s' in vhost '%s'", missing, vh.name)
 	}
 	b := &binding{src: s, dst: d, key: key, args: args, argsKey: tableKey(args)}
-	changed := false
+	changed, durableGone := false, false
 	if bind {
 		changed = s.addBinding(b)
 	} else {
 		changed = s.removeBinding(b)
 		if changed && s.autoDelete && len(s.bindings) == 0 {
-			vh.removeExchangeLocked(s)
+			durableGone = vh.removeExchangeLocked(s)
 		}
 	}
 	vh.bump()
 	vh.mu.Unlock()
-	if s.durable && d.durable {
+	if (s.durable && d.durable) || durableGone {
 		if err := vh.srv.syncDefinitions(changed); err != nil {
 			return err
 		}
@@ -515,18 +518,18 @@ func (ch *channel) queueBind(qname, exname, key string, args amqp091.Table, noWa
 		return errf(amqp091.NotFound, "no exchange '%s' in vhost '%s'", exname, vh.name)
 	}
 	b := &binding{src: e, q: q, key: key, args: args, argsKey: tableKey(args)}
-	var changed bool
+	var changed, durableGone bool
 	if bind {
 		changed = e.addBinding(b)
 	} else {
 		changed = e.removeBinding(b)
 		if changed && e.autoDelete && len(e.bindings) == 0 {
-			vh.removeExchangeLocked(e)
+			durableGone = vh.removeExchangeLocked(e)
 		}
 	}
 	vh.bump()
 	vh.mu.Unlock()
-	if q.durable && e.durable {
+	if (q.durable && e.durable) || durableGone {
 		if err := vh.srv.syncDefinitions(changed); err != nil {
 			return err
 		}

@@ -19,6 +19,9 @@ type Options struct {
 	AMQPAddr string
 	// TLSAddr is the AMQPS listen address; it needs TLSConfig.
 	TLSAddr string
+	// HTTPAddr is the management HTTP API's listen address (RabbitMQ's
+	// 15672); "" disables it.
+	HTTPAddr string
 	// TLSConfig configures the TLS listener.
 	TLSConfig *tls.Config
 	// DataDir holds durable definitions and persistent messages; "" keeps
@@ -148,7 +151,7 @@ func (o *Options) Validate() error {
 	if o.MaxConnections < 0 || o.MemoryHighWatermark < 0 || o.SyncInterval < 0 {
 		return errors.New("broker: negative limit")
 	}
-	for _, a := range []string{o.AMQPAddr, o.TLSAddr} {
+	for _, a := range []string{o.AMQPAddr, o.TLSAddr, o.HTTPAddr} {
 		if a == "" {
 			continue
 		}

@@ -47,7 +47,7 @@ func captureLogs(o *Options, buf *logBuffer) {
 	o.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func hostPort(s *Server) string { return s.Addr().String() }
+func serverAddr(s *Server) string { return s.Addr().String() }
 
 // dialErr dials and closes at once, returning only the error.
 func dialErr(url string) error {
@@ -74,7 +74,7 @@ func TestWrongCredentialsRefused(t *testing.T) {
 	var logs logBuffer
 	const badPassword = "wrong-Kp29-pass"
 	s, _ := startBroker(t, func(o *Options) { captureLogs(o, &logs) })
-	addr := hostPort(s)
+	addr := serverAddr(s)
 	wantCode(t, "wrong password", dialErr("amqp://guest:"+badPassword+"@"+addr+"/"), amqp.AccessRefused)
 	wantCode(t, "unknown user", dialErr("amqp://mallory:"+badPassword+"@"+addr+"/"), amqp.AccessRefused)
 	if n := s.Stats().LoginFailures; n != 2 {
@@ -107,7 +107,7 @@ func TestVhostAccess(t *testing.T) {
 			User{Name: "nobody", Password: "pw"},
 			User{Name: "nova", Password: "pw", Permissions: map[string]Permission{"nova": {Configure: ".*", Write: ".*", Read: ".*"}}})
 	})
-	addr := hostPort(s)
+	addr := serverAddr(s)
 	wantCode(t, "unknown vhost", dialErr("amqp://guest:guest@"+addr+"/missing"), amqp.NotAllowed)
 	wantCode(t, "user without permissions", dialErr("amqp://nobody:pw@"+addr+"/"), amqp.NotAllowed)
 	wantCode(t, "vhost not granted", dialErr("amqp://nova:pw@"+addr+"/"), amqp.NotAllowed)
@@ -299,7 +299,7 @@ func TestGuestRefusedFromAnotherAddress(t *testing.T) {
 	}
 	listen := net.JoinHostPort(ip.String(), "0")
 	s, _ := startBroker(t, func(o *Options) { o.AMQPAddr = listen })
-	wantCode(t, "guest from "+ip.String(), dialErr("amqp://guest:guest@"+hostPort(s)+"/"), amqp.AccessRefused)
+	wantCode(t, "guest from "+ip.String(), dialErr("amqp://guest:guest@"+serverAddr(s)+"/"), amqp.AccessRefused)
 	if n := s.Stats().LoginFailures; n != 1 {
 		t.Fatalf("LoginFailures = %d, want 1", n)
 	}
@@ -307,7 +307,7 @@ func TestGuestRefusedFromAnotherAddress(t *testing.T) {
 		o.AMQPAddr = listen
 		o.LoopbackUsers = nil
 	})
-	if err := dialErr("amqp://guest:guest@" + hostPort(open) + "/"); err != nil {
+	if err := dialErr("amqp://guest:guest@" + serverAddr(open) + "/"); err != nil {
 		t.Fatalf("guest refused with LoopbackUsers empty: %v", err)
 	}
 }
@@ -461,7 +461,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		o.Users = append(o.Users, User{Name: "nova", Password: password, Permissions: map[string]Permission{
 			"/": {Configure: `nova\..*`, Write: `nova\..*|amq\.default`, Read: `nova\..*`}}})
 	})
-	base := "@" + hostPort(s) + "/"
+	base := "@" + serverAddr(s) + "/"
 	var clientErrs []string
 	note := func(err error) {
 		if err != nil {

@@ -34,6 +34,7 @@ type Server struct {
 	wg        sync.WaitGroup
 	users     map[string]*user
 	vhosts    map[string]*vhost
+	mon       serverMonitor // management API state (mgmt.go)
 
 	store   *store
 	storeIO storeIO // tests only: faults between the store and its files
@@ -115,6 +116,13 @@ func (s *Server) Start() error {
 		}
 		s.listeners = append(s.listeners, ln)
 		s.tlsAddr = ln.Addr()
+	}
+	if err := s.startHTTPLocked(); err != nil {
+		for _, l := range s.listeners {
+			_ = l.Close()
+		}
+		s.closeStore()
+		return err
 	}
 	for _, ln := range s.listeners {
 		s.wg.Add(1)
@@ -332,6 +340,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.hangup()
 	}
+	s.stopHTTP(ctx)
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()

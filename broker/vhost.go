@@ -214,8 +214,9 @@ func (vh *vhost) deleteQueue(q *queue, why string) int {
 			emptied = append(emptied, e)
 		}
 	}
+	durableGone := false
 	for _, e := range emptied {
-		vh.removeExchangeLocked(e)
+		durableGone = vh.removeExchangeLocked(e) || durableGone
 	}
 	vh.bump()
 	q.mu.Lock()
@@ -227,7 +228,7 @@ func (vh *vhost) deleteQueue(q *queue, why string) int {
 	q.stopTimersLocked()
 	q.mu.Unlock()
 	vh.mu.Unlock()
-	if q.durable {
+	if q.durable || durableGone {
 		vh.srv.saveDefinitions()
 	}
 	for _, c := range consumers {
@@ -237,18 +238,34 @@ func (vh *vhost) deleteQueue(q *queue, why string) int {
 	return n
 }
 
-func (vh *vhost) removeExchangeLocked(e *exchange) {
-	delete(vh.exchanges, e.name)
-	for _, o := range vh.exchanges {
-		for i := 0; i < len(o.bindings); {
-			if b := o.bindings[i]; b.dst == e {
-				o.removeBinding(b)
-				continue
+// removeExchangeLocked deletes e and every binding to it. An auto-delete
+// exchange that thereby loses its last binding goes too, and so on down
+// the chain, as in RabbitMQ. It reports whether a durable exchange was
+// removed (the definitions must be saved).
+func (vh *vhost) removeExchangeLocked(e *exchange) (durableGone bool) {
+	for gone := []*exchange{e}; len(gone) > 0; {
+		e, gone = gone[0], gone[1:]
+		if vh.exchanges[e.name] != e {
+			continue // already removed through another path
+		}
+		delete(vh.exchanges, e.name)
+		durableGone = durableGone || e.durable
+		for _, o := range vh.exchanges {
+			had := len(o.bindings)
+			for i := 0; i < len(o.bindings); {
+				if b := o.bindings[i]; b.dst == e {
+					o.removeBinding(b)
+					continue
+				}
+				i++
 			}
-			i++
+			if o.autoDelete && had > 0 && len(o.bindings) == 0 {
+				gone = append(gone, o)
+			}
 		}
 	}
 	vh.bump()
+	return durableGone
 }
 
 // deadLetter republishes messages to their queue's dead-letter exchange

@@ -18,9 +18,10 @@ func init() {
 }
 
 func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
-	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--data DIR] [--config-file F]")
+	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--http 127.0.0.1:15672] [--data DIR] [--config-file F]")
 	addr := fs.String("amqp", "", "AMQP listen address (default 127.0.0.1:5672)")
 	data := fs.String("data", "", "data directory for durable state (default: memory only)")
+	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
@@ -52,6 +53,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	if *data != "" {
 		opts.DataDir = *data
 	}
+	if *httpAddr != "" {
+		opts.HTTPAddr = *httpAddr
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
@@ -64,6 +68,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
+	if a := srv.HTTPAddr(); a != nil {
+		fmt.Fprintf(env.stdout, "management API on http://%s/api/\n", a)
+	}
 	if ta := srv.TLSAddr(); ta != nil {
 		fmt.Fprintf(env.stdout, "oslogo broker listening on amqps://%s\n", ta)
 	}

@@ -22,6 +22,7 @@ import (
 // these: a misspelt key is an error, not a silently different broker.
 type brokerFile struct {
 	AMQP                string     `toml:"amqp"`
+	HTTP                string     `toml:"http"`
 	Data                string     `toml:"data"`
 	MemoryHighWatermark int64      `toml:"memory_high_watermark"`
 	MaxConnections      int        `toml:"max_connections"`
@@ -103,6 +104,9 @@ func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error 
 
 	if f.AMQP != "" {
 		opts.AMQPAddr = f.AMQP
+	}
+	if f.HTTP != "" {
+		opts.HTTPAddr = f.HTTP
 	}
 	if f.Data != "" {
 		opts.DataDir = f.Data
