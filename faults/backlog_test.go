@@ -32,7 +32,7 @@ func fillDuration(t *testing.T) time.Duration {
 }
 
 // TestNotificationBacklog fills a notification queue nobody consumes (1 KB
-// persistent notifications, 200/s) for FAULTS_FILL while calls run on the
+// persistent notifications, up to 200/s, each waiting for its confirm) for FAULTS_FILL while calls run on the
 // same broker, sampling every second the broker's RSS and the calls'
 // latency. Both should stay flat: a backlog on one queue must not slow
 // RPC or grow the broker's memory with the queue.
@@ -184,9 +184,10 @@ func TestNotificationBacklog(t *testing.T) {
 
 	queued := notified.Load()
 	r := &Result{Scenario: "notification-backlog", Broker: "oslogo embedded (--data on disk)",
-		Load: "200 notifications/s of 1 KB to a queue with no consumer + 10 calls/s", Fault: fmt.Sprintf("backlog grows for %s", fill),
+		Load: "up to 200 notifications/s (4 publishers) of 1 KB to a queue with no consumer + 10 calls/s", Fault: fmt.Sprintf("backlog grows for %s", fill),
 		DurationS: time.Since(begin).Seconds(), Sent: int(queued + notifyFailed.Load()), Confirmed: int(queued), RecoveryS: -1}
 	r.extra("queued_mb", round2(float64(queued)*1.2/1024))
+	r.extra("notify_rate_per_s", round2(float64(queued)/time.Since(begin).Seconds()))
 	r.extra("notify_failures", notifyFailed.Load())
 	r.extra("calls_ok", totalCalls)
 	r.extra("calls_failed", totalFailed)

@@ -166,7 +166,9 @@ func TestDiskFull(t *testing.T) {
 	r := &Result{Scenario: "disk-full", Broker: "oslogo embedded (--data on an 8 MiB tmpfs, 2 MiB free)",
 		Load: "4 KB persistent casts, one at a time, confirmed", Fault: "data directory full; ballast removed; then SIGKILL and restart",
 		DurationS: time.Since(begin).Seconds(), Sent: sent, Confirmed: confirmed, Received: received, Lost: lost, Duplicated: dup, RecoveryS: -1}
-	if !recovered.IsZero() {
+	if !recovered.IsZero() && firstErr != nil {
+		// Recovery: from freeing space to the next confirmed cast (only
+		// meaningful when casts failed first).
 		r.RecoveryS = recovered.Sub(freedAt).Seconds()
 	}
 	r.extra("confirmed_before_full", confirmedFull)
