@@ -467,6 +467,7 @@ func clusterRunPython(t *testing.T, c *rabbitCluster, rounds int, quorum bool) *
 	}
 	cmd := exec.Command("/usr/bin/python3", "python/failover.py", c.url(), topic, q,
 		strconv.Itoa(int(seconds.Seconds())), strconv.Itoa(failoverCallRate), strconv.Itoa(failoverCastRate), strconv.Itoa(int(failoverCallTimeout.Seconds())))
+	cmd.SysProcAttr = dieWithParent()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -78,12 +78,14 @@ func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "data")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
+	// The name is what faults/cleanup.sh looks for after a run that
+	// ended without its cleanups (a test timeout).
+	mnt, err := os.MkdirTemp("", "oslogo-faults-tmpfs-")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		_ = os.Remove(mnt)
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	// Cleanups run last-in first-out: the broker (registered later) is
@@ -91,7 +93,9 @@ func TestDiskFull(t *testing.T) {
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v: %s", mnt, err, out)
+			return
 		}
+		_ = os.Remove(mnt)
 	})
 	// Leave 2 MiB to the broker.
 	ballast := filepath.Join(mnt, "ballast")

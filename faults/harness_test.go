@@ -517,6 +517,12 @@ func waitPort(addr string, d time.Duration) error {
 	}
 }
 
+// dieWithParent makes a child process get SIGKILL when the test binary
+// dies, so a test timeout leaves no broker or server behind.
+func dieWithParent() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
 // brokerProc is the embedded broker run as `oslogo broker` in a child
 // process, so it can be killed with SIGKILL and restarted on the same
 // address and data directory.
@@ -548,6 +554,7 @@ func (b *brokerProc) start() {
 	}
 	cmd := exec.Command(oslogoBin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)
 	}

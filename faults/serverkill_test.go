@@ -94,6 +94,7 @@ func startChildServer(t *testing.T, impl, url, topic, name string, work time.Dur
 	if impl == "python" {
 		cmd = exec.Command("/usr/bin/python3", "python/slow_server.py", url, topic, name, fmt.Sprint(work.Seconds()), "2")
 	}
+	cmd.SysProcAttr = dieWithParent()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,9 @@ FAULTS_RUN ?= .
 FAULTS_SHORT ?=
 FAULTS_TIMEOUT ?= 60m
 
+# faults/cleanup.sh runs afterwards whatever the outcome: a test binary
+# killed by its timeout leaves its tmpfs mounted and its RabbitMQ nodes up.
 test-faults: setup
-	$(GO) test -tags faults -race -count=1 -p 1 -v -timeout $(FAULTS_TIMEOUT) \
-		$(if $(FAULTS_SHORT),-short) -run '$(FAULTS_RUN)' ./faults/ ./internal/faultproxy/
+	status=0; $(GO) test -tags faults -race -count=1 -p 1 -v -timeout $(FAULTS_TIMEOUT) \
+		$(if $(FAULTS_SHORT),-short) -run '$(FAULTS_RUN)' ./faults/ ./internal/faultproxy/ || status=$$?; \
+	bash faults/cleanup.sh; exit $$status
