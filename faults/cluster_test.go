@@ -370,7 +370,7 @@ func clusterRunGo(t *testing.T, c *rabbitCluster, rounds int, quorum bool, py *R
 	per, worstFailed, worstLost, worstFirst, lostFrac := perKill(recs, g.callsCopy(), led, seqHi)
 	calls, ok, failed, _ := g.callStats(time.Time{})
 	r := &Result{Scenario: "cluster-failover", Broker: "RabbitMQ 3.10, 3 nodes, " + kind + " queues", Load: "oslogo: 20 calls/s (10 s timeout) + 20 casts/s",
-		Fault:     fmt.Sprintf("SIGKILL of the node holding the server's consumer, %d times, restarted after %s", len(recs), failoverDown),
+		Fault:     fmt.Sprintf("SIGKILL of the node holding the server's consumer (kills: %d; each node restarted after %s)", len(recs), failoverDown),
 		DurationS: time.Since(begin).Seconds(), Sent: sent, Confirmed: confirmed, Received: received, Lost: lost, Duplicated: dup, RecoveryS: worstFirst.Seconds()}
 	if worstFirst == time.Hour {
 		r.RecoveryS = -1
@@ -572,7 +572,7 @@ func clusterRunPython(t *testing.T, c *rabbitCluster, rounds int, quorum bool) *
 		}
 	}
 	r := &Result{Scenario: "cluster-failover", Broker: "RabbitMQ 3.10, 3 nodes, " + kind + " queues", Load: "Python oslo.messaging 14.0.3: 20 calls/s (10 s timeout) + 20 casts/s",
-		Fault:     fmt.Sprintf("SIGKILL of the node holding the server's consumer, %d times, restarted after %s", len(recs), failoverDown),
+		Fault:     fmt.Sprintf("SIGKILL of the node holding the server's consumer (kills: %d; each node restarted after %s)", len(recs), failoverDown),
 		DurationS: time.Since(begin).Seconds(), Sent: sent, Confirmed: confirmed, Received: received, Lost: lost, Duplicated: dup, RecoveryS: worstFirst.Seconds()}
 	if worstFirst == time.Hour {
 		r.RecoveryS = -1
