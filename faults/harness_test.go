@@ -23,6 +23,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	_ "oslogo/driver/rabbit"
+	"oslogo/internal/testrabbit"
 	"oslogo/messaging"
 )
 
@@ -45,7 +46,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build oslogo:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testrabbit.Wrap(m).Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

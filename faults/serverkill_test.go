@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"oslogo/internal/testrabbit"
 	"oslogo/messaging"
 )
 
@@ -175,7 +176,7 @@ func TestServerKilled(t *testing.T) {
 	b := startBroker(t, "")
 	brokers := []struct{ name, url string }{
 		{"oslogo embedded (memory)", b.url()},
-		{"rabbitmq 3.10 (system node, vhost oslogo_test)", "rabbit://guest:guest@127.0.0.1:5672/oslogo_test"},
+		{"rabbitmq 3.10 (system node, a vhost of this run)", testrabbit.URL()},
 	}
 	impls := []string{"go"}
 	if exec.Command("/usr/bin/python3", "-c", "import oslo_messaging").Run() == nil {
