@@ -1,0 +1,186 @@
+package broker
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"oslogo/broker/internal/amqp091"
+)
+
+func heapInuse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// waitCounted polls the broker's counted memory until cond holds.
+func waitCounted(t *testing.T, s *Server, what string, cond func(int64) bool) int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := s.memoryUsed()
+		if cond(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted memory %d: never %s", v, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Bodies are assembled in buffers that grow with the frames received: nine
+// channels announcing 128 MiB bodies and sending none cost nothing, and
+// the bytes received of a body being assembled are counted.
+func TestAnnouncedBodiesCostNothing(t *testing.T) {
+	s, _ := startBroker(t, func(o *Options) { o.MemoryHighWatermark = 1 << 40 })
+	r := rawDial(t, s)
+	before := heapInuse()
+	var b []byte
+	for ch := uint16(1); ch <= 9; ch++ {
+		b = amqp091.AppendMethodFrame(b, ch, &amqp091.ChannelOpen{})
+		b = amqp091.AppendMethodFrame(b, ch, &amqp091.BasicPublish{RoutingKey: "nowhere"})
+		b = amqp091.AppendHeaderFrame(b, ch, amqp091.ClassBasic, 128<<20, []byte{0, 0})
+	}
+	// One channel sends 1 MiB of its body.
+	b = amqp091.AppendBodyFrames(b, 9, make([]byte, 1<<20), 4096)
+	b = amqp091.AppendMethodFrame(b, 10, &amqp091.ChannelOpen{})
+	r.write(b)
+	for {
+		// Frames are handled in order: channel 10's open-ok comes after the
+		// headers and body frames were taken in.
+		ch, m := r.next()
+		if _, ok := m.(*amqp091.ChannelOpenOk); ok && ch == 10 {
+			break
+		}
+	}
+	grown := heapInuse() - before
+	counted := s.memoryUsed()
+	t.Logf("heap grew %d bytes, counted %d", grown, counted)
+	if grown > 32<<20 {
+		t.Errorf("heap grew by %d bytes for 9 announced bodies with 1 MiB sent", grown)
+	}
+	if counted < 1<<20 || counted > 4<<20 {
+		t.Errorf("counted %d bytes, want the 1 MiB received (and not the announced sizes)", counted)
+	}
+	// The connection going away releases the partial body.
+	_ = r.nc.Close()
+	waitCounted(t, s, "back to zero", func(v int64) bool { return v == 0 })
+}
+
+// Messages delivered and not yet acknowledged are in memory too: with
+// everything unacknowledged the alarm still blocks publishers, and acks
+// clear it.
+func TestUnackedCountsTowardWatermark(t *testing.T) {
+	s, url := startBroker(t, func(o *Options) { o.MemoryHighWatermark = 1 << 20 })
+	pc := dial(t, url)
+	blocked := pc.NotifyBlocked(make(chan amqp.Blocking, 4))
+	pch := openCh(t, pc)
+	cch := openCh(t, dial(t, url))
+	if _, err := cch.QueueDeclare("unacked", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := cch.Consume("unacked", "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 MiB published: the alarm (1 MiB) must block the publisher while
+	// every delivered message is still unacknowledged.
+	body := make([]byte, 16<<10)
+	for i := 0; i < 128; i++ {
+		if err := pch.Publish("", "unacked", false, false, amqp.Publishing{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []amqp.Delivery
+	timeout := time.After(20 * time.Second)
+wait:
+	for {
+		select {
+		case d := <-deliveries:
+			got = append(got, d)
+		case b := <-blocked:
+			if !b.Active {
+				t.Fatalf("got %+v", b)
+			}
+			break wait
+		case <-timeout:
+			t.Fatalf("no connection.blocked with %d unacknowledged deliveries (counted %d)", len(got), s.memoryUsed())
+		}
+	}
+	// The broker delivers what it read before the alarm.
+	for len(got) < 40 {
+		got = append(got, recv(t, deliveries))
+	}
+	t.Logf("blocked after %d unacknowledged deliveries of 16 KiB, counted %d", len(got), s.memoryUsed())
+	if err := got[len(got)-1].Ack(true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-blocked:
+		if b.Active {
+			t.Fatalf("got %+v", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection.unblocked after the acks")
+	}
+	// The rest is delivered and acknowledged, so the publisher can finish
+	// and both clients can close.
+	go func() {
+		for d := range deliveries {
+			_ = d.Ack(false)
+		}
+	}()
+	for i := 0; i < 64; i++ {
+		if err := pch.Publish("", "unacked", false, false, amqp.Publishing{Body: []byte("end")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCounted(t, s, "back under the watermark", func(v int64) bool { return v < 1<<20*9/10 })
+}
+
+// msgOverhead is close to what a small message really costs the heap:
+// 100,000 empty messages kept in memory (paging off).
+func TestMessageOverheadMatchesHeap(t *testing.T) {
+	s, url := startBroker(t, func(o *Options) { o.QueueMemoryLimit = -1 })
+	ch := openCh(t, dial(t, url))
+	if _, err := ch.QueueDeclare("small", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100000
+	before := heapInuse()
+	for i := 0; i < n; i++ {
+		if err := ch.Publish("", "small", false, false, amqp.Publishing{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitQueueLen(t, s, "small", n)
+	perMsg := float64(heapInuse()-before) / n
+	counted := float64(s.memoryUsed()) / n
+	t.Logf("heap per message %.0f bytes, counted %.0f", perMsg, counted)
+	if counted < perMsg/2 || counted > perMsg*2 {
+		t.Errorf("counted %.0f bytes per message, the heap grew %.0f", counted, perMsg)
+	}
+}
+
+func waitQueueLen(t *testing.T, s *Server, name string, n int) {
+	t.Helper()
+	vh := s.vhost("/")
+	vh.mu.RLock()
+	q := vh.queues[name]
+	vh.mu.RUnlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for q.messageCount() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s has %d messages, want %d", name, q.messageCount(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var _ = fmt.Sprint
