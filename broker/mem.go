@@ -25,7 +25,12 @@ const msgOverhead = 256
 // with the ring's growth slack.
 const pageIndexCost = int64(unsafe.Sizeof(qentry{})) * 3 / 2
 
-func (m *message) cost() int64 { return msgOverhead + int64(len(m.props)+len(m.body)) }
+// cost adds a sixteenth to the buffer for the allocator's size classes
+// (up to an eighth more than asked for).
+func (m *message) cost() int64 {
+	n := int64(len(m.props) + len(m.body))
+	return msgOverhead + n + n/16
+}
 
 // hold counts m as kept in memory by one more holder.
 func (m *message) hold(s *Server) {

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -183,4 +182,27 @@ func waitQueueLen(t *testing.T, s *Server, name string, n int) {
 	}
 }
 
-var _ = fmt.Sprint
+// Messages published in an open transaction are in memory until commit or
+// rollback.
+func TestTxBufferCounted(t *testing.T) {
+	s, url := startBroker(t, nil)
+	ch := openCh(t, dial(t, url))
+	if _, err := ch.QueueDeclare("tx", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 16<<10)
+	for i := 0; i < 128; i++ {
+		if err := ch.Publish("", "tx", false, false, amqp.Publishing{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := waitCounted(t, s, "2 MiB for the uncommitted publishes", func(v int64) bool { return v >= 2<<20 })
+	t.Logf("counted %d bytes for 128 uncommitted messages of 16 KiB", v)
+	if err := ch.TxRollback(); err != nil {
+		t.Fatal(err)
+	}
+	waitCounted(t, s, "back to zero after rollback", func(v int64) bool { return v == 0 })
+}
