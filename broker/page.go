@@ -25,8 +25,10 @@ const (
 	pageSegLimit = 16 << 20
 	// pageBufSize bounds the records buffered before one write.
 	pageBufSize = 256 << 10
-	// pageReadAhead bounds one read of neighbouring records.
-	pageReadAhead = 256 << 10
+	// pageReadAhead and pageReadAheadCount bound one read of neighbouring
+	// records (the count bounds the overhead of tiny messages read back).
+	pageReadAhead      = 256 << 10
+	pageReadAheadCount = 256
 )
 
 type pageSeg struct {
@@ -37,12 +39,14 @@ type pageSeg struct {
 
 // pager owns one queue's page files; it is used under the queue's lock.
 type pager struct {
-	srv     *Server
-	segs    []*pageSeg // the last one is written
-	buf     []byte     // tail of the current segment not yet written
-	bufCap  int64      // counted capacity of buf
-	failed  bool       // the last write failed (logged once until one succeeds)
-	scratch []byte
+	srv    *Server
+	segs   []*pageSeg // the last one is written
+	buf    []byte     // tail of the current segment not yet written
+	bufCap int64      // counted capacity of buf
+	failed bool       // the last write failed (logged once until one succeeds)
+	// failedAt (unix ms) spaces retries after a failed write.
+	failedAt int64
+	scratch  []byte
 	// Recently decoded names, reused so paged-in messages do not each
 	// allocate their exchange and routing key.
 	lastEx, lastRK string
@@ -99,24 +103,23 @@ func (p *pager) flush() error {
 func (p *pager) write(m *message) (seg *pageSeg, off int64, n uint32, ok bool) {
 	size := 2 + len(m.exchange) + len(m.routingKey) + 4 + len(m.props) + len(m.body)
 	err := p.reserve(size)
+	c := p.cur()
+	if err == nil && size > pageBufSize {
+		_, err = c.f.WriteAt(appendPageRecord(make([]byte, 0, size), m), c.size)
+	}
 	if err != nil {
 		if !p.failed {
-			p.failed = true
 			p.srv.log.Error("cannot page messages to disk; keeping them in memory", "err", err)
 		}
+		p.failed, p.failedAt = true, nowMS()
 		return nil, 0, 0, false
 	}
-	p.failed = false
-	c := p.cur()
+	if p.failed {
+		p.failed = false
+		p.srv.log.Info("paging messages to disk again")
+	}
 	off = c.size
-	if size > pageBufSize {
-		b := appendPageRecord(make([]byte, 0, size), m)
-		if _, err := c.f.WriteAt(b, off); err != nil {
-			p.srv.log.Error("cannot page messages to disk; keeping them in memory", "err", err)
-			p.failed = true
-			return nil, 0, 0, false
-		}
-	} else {
+	if size <= pageBufSize {
 		if p.buf == nil {
 			p.buf = make([]byte, 0, pageBufSize)
 			p.bufCap = pageBufSize

@@ -385,3 +385,54 @@ func TestPagedQueueFeatures(t *testing.T) {
 	}
 	waitCounted(t, s, "back to zero", func(v int64) bool { return v == 0 })
 }
+
+// When page files cannot be created, messages stay in memory and nothing
+// is lost; paging resumes once the disk is usable again.
+func TestPagingFailureKeepsMessages(t *testing.T) {
+	dir := t.TempDir()
+	// A file where the paging directory should be.
+	if err := os.WriteFile(dir+"/paging", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, url := startBroker(t, func(o *Options) { o.QueueMemoryLimit = 1; o.DataDir = dir })
+	ch := openCh(t, dial(t, url))
+	if _, err := ch.QueueDeclare("q", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	vh := s.vhost("/")
+	vh.mu.RLock()
+	q := vh.queues["q"]
+	vh.mu.RUnlock()
+	pagedNow := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.paged
+	}
+	for i := 0; i < 20; i++ {
+		publish(t, ch, "", "q", amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+	}
+	waitQueueLen(t, s, "q", 20)
+	if n := pagedNow(); n != 0 {
+		t.Fatalf("%d messages paged without a paging directory", n)
+	}
+	if err := os.Remove(dir + "/paging"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the retry interval
+	for i := 20; i < 40; i++ {
+		publish(t, ch, "", "q", amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+	}
+	waitQueueLen(t, s, "q", 40)
+	if n := pagedNow(); n < 19 {
+		t.Fatalf("%d messages paged once the directory can be made, want the last 20", n)
+	}
+	for i := 0; i < 40; i++ {
+		d := getOne(t, ch, "q")
+		if string(d.Body) != strconv.Itoa(i) {
+			t.Fatalf("get %d: %q", i, d.Body)
+		}
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

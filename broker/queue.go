@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -117,7 +118,9 @@ func (q *queue) levelOf(m *message) int {
 func (q *queue) pushLocked(e qentry, front bool) {
 	lv := &q.ready[q.levelOf(e.m)]
 	if !front && q.shouldPageLocked(e.m) {
-		if q.memBytes > pageReadAhead && q.vh.srv.underPressure() {
+		// Well above one read-ahead run, so a run just read back is not
+		// written out again at once.
+		if q.memBytes > 4*pageReadAhead && q.vh.srv.underPressure() {
 			q.pageOutReadyLocked()
 		}
 		q.pageOutLocked(&e)
@@ -140,8 +143,11 @@ func (q *queue) pushLocked(e qentry, front bool) {
 // of the watermark, whenever messages are already waiting.
 func (q *queue) shouldPageLocked(m *message) bool {
 	o := &q.vh.srv.opts
-	if o.QueueMemoryLimit < 0 || (q.pg != nil && q.pg.failed) {
+	if o.QueueMemoryLimit < 0 || len(m.body) > math.MaxInt32 {
 		return false
+	}
+	if q.pg != nil && q.pg.failed && nowMS()-q.pg.failedAt < 1000 {
+		return false // retried a second after a failed write
 	}
 	if q.paged > 0 || q.memBytes+m.cost() > o.QueueMemoryLimit {
 		return true
@@ -188,7 +194,8 @@ func (q *queue) pageOutReadyLocked() {
 }
 
 // pageInLocked reads back the paged-out head of level lv together with the
-// neighbouring records that follow it, up to pageReadAhead bytes. An
+// neighbouring records that follow it, up to pageReadAhead bytes and
+// pageReadAheadCount records. An
 // unreadable record is dropped and logged: the head then moves on.
 func (q *queue) pageInLocked(lv int) {
 	r := &q.ready[lv]
@@ -201,7 +208,7 @@ func (q *queue) pageInLocked(lv int) {
 	seg, start := first.page, first.pageOff
 	end := start + int64(first.pageLen)
 	n := 1
-	for n < r.Len() {
+	for n < r.Len() && n < pageReadAheadCount {
 		e := r.At(n)
 		if e.m != nil || e.page != seg || e.pageOff != end || end-start+int64(e.pageLen) > pageReadAhead {
 			break
