@@ -436,3 +436,74 @@ func TestPagingFailureKeepsMessages(t *testing.T) {
 		}
 	}
 }
+
+// Messages recovered from the store at start page like published ones, or
+// are counted when kept in memory, and the counter returns to zero once
+// they are consumed.
+func TestRecoveredMessagesPage(t *testing.T) {
+	dir := t.TempDir()
+	mod := func(o *Options) { o.QueueMemoryLimit = 1; o.DataDir = dir }
+	s, url := startBroker(t, mod)
+	c := dial(t, url)
+	ch := openCh(t, c)
+	if _, err := ch.QueueDeclare("durable", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 50))
+	for i := 0; i < 50; i++ {
+		publish(t, ch, "", "durable", amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(strconv.Itoa(i))})
+	}
+	for i := 0; i < 50; i++ {
+		select {
+		case cf := <-confirms:
+			if !cf.Ack {
+				t.Fatalf("publish %d nacked", cf.DeliveryTag)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no confirm")
+		}
+	}
+	_ = c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s, url = startBroker(t, mod)
+	vh := s.vhost("/")
+	vh.mu.RLock()
+	q := vh.queues["durable"]
+	vh.mu.RUnlock()
+	q.mu.Lock()
+	ready, paged := q.readyCount, q.paged
+	q.mu.Unlock()
+	if ready != 50 || paged < 45 {
+		t.Fatalf("recovered %d messages, %d paged; want 50, nearly all paged", ready, paged)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Kept in memory this time: each recovered message is counted.
+	s, url = startBroker(t, func(o *Options) { o.QueueMemoryLimit = -1; o.DataDir = dir })
+	if v := s.memoryUsed(); v < 50*msgOverhead {
+		t.Fatalf("counted memory %d with 50 recovered messages in memory", v)
+	}
+	ch = openCh(t, dial(t, url))
+	for i := 0; i < 50; i++ {
+		d := getOne(t, ch, "durable")
+		if string(d.Body) != strconv.Itoa(i) {
+			t.Fatalf("get %d: %q", i, d.Body)
+		}
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ch.QueueDelete("durable", false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	waitCounted(t, s, "back to zero", func(v int64) bool { return v == 0 })
+}
