@@ -711,6 +711,9 @@ func (c *conn) waitUnblocked() {
 		c.blockedSent = true
 		c.send(0, &amqp091.ConnectionBlocked{Reason: "low on memory"})
 	}
+	// The batch stops here: flush connection.blocked and what it
+	// delivered to consumers, whose acks may be what clears the alarm.
+	c.endBatch()
 	s.alarmMu.Lock()
 	for s.alarm.Load() && !s.shuttingDown.Load() {
 		s.alarmCond.Wait()

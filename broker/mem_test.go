@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
@@ -78,7 +79,7 @@ func TestAnnouncedBodiesCostNothing(t *testing.T) {
 func TestUnackedCountsTowardWatermark(t *testing.T) {
 	s, url := startBroker(t, func(o *Options) { o.MemoryHighWatermark = 1 << 20 })
 	pc := dial(t, url)
-	blocked := pc.NotifyBlocked(make(chan amqp.Blocking, 4))
+	blocked := pc.NotifyBlocked(make(chan amqp.Blocking, 256))
 	pch := openCh(t, pc)
 	cch := openCh(t, dial(t, url))
 	if _, err := cch.QueueDeclare("unacked", false, false, false, false, nil); err != nil {
@@ -130,17 +131,100 @@ wait:
 	}
 	// The rest is delivered and acknowledged, so the publisher can finish
 	// and both clients can close.
-	go func() {
-		for d := range deliveries {
-			_ = d.Ack(false)
-		}
-	}()
+	last := ackAll(deliveries)
+	if err := pch.Publish("", "unacked", false, false, amqp.Publishing{Body: []byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	waitLast(t, s, last)
+}
+
+// connection.blocked reaches a publisher at once, not with its writer's
+// next heartbeat (60 s negotiated here), and deliveries the publisher's
+// batch made to a consumer are flushed before the publisher waits.
+func TestBlockedSentAtOnce(t *testing.T) {
+	s, url := startBroker(t, func(o *Options) { o.MemoryHighWatermark = 1 << 20 })
+	pc, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	// Roomy: the alarm may go on and off once per publish, and a full
+	// notification channel stalls the client's reader.
+	blocked := pc.NotifyBlocked(make(chan amqp.Blocking, 256))
+	pch := openCh(t, pc)
+	cc, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	cch := openCh(t, cc)
+	if _, err := cch.QueueDeclare("b", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := cch.Consume("b", "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The consumer acknowledges everything it gets: the alarm clears as
+	// soon as deliveries reach it.
+	last := ackAll(deliveries)
+	body := make([]byte, 64<<10)
 	for i := 0; i < 64; i++ {
-		if err := pch.Publish("", "unacked", false, false, amqp.Publishing{Body: []byte("end")}); err != nil {
+		if err := pch.Publish("", "b", false, false, amqp.Publishing{Body: body}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitCounted(t, s, "back under the watermark", func(v int64) bool { return v < 1<<20*9/10 })
+	if err := pch.Publish("", "b", false, false, amqp.Publishing{Body: []byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, active := range []bool{true, false} {
+		select {
+		case b := <-blocked:
+			if b.Active != active {
+				t.Fatalf("got %+v", b)
+			}
+		case <-time.After(10 * time.Second):
+			stopBroker(t, s) // a blocked publisher could not close
+			t.Fatalf("no connection.blocked active=%v within 10s (counted %d)", active, s.memoryUsed())
+		}
+	}
+	waitLast(t, s, last)
+}
+
+// ackAll acknowledges every delivery; the returned channel closes when
+// the message "last" arrives.
+func ackAll(deliveries <-chan amqp.Delivery) <-chan struct{} {
+	last := make(chan struct{})
+	go func() {
+		for d := range deliveries {
+			_ = d.Ack(false)
+			if string(d.Body) == "last" {
+				close(last)
+			}
+		}
+	}()
+	return last
+}
+
+// waitLast waits until everything published is consumed, so that no
+// publisher is blocked when the clients close.
+func waitLast(t *testing.T, s *Server, last <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-last:
+	case <-time.After(20 * time.Second):
+		stopBroker(t, s)
+		t.Fatalf("the last message never arrived (counted %d)", s.memoryUsed())
+	}
+	waitCounted(t, s, "back to zero", func(v int64) bool { return v == 0 })
+}
+
+func stopBroker(t *testing.T, s *Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
 }
 
 // msgOverhead is close to what a small message really costs the heap:

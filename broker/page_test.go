@@ -473,7 +473,7 @@ func TestRecoveredMessagesPage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, url = startBroker(t, mod)
+	s, _ = startBroker(t, mod)
 	vh := s.vhost("/")
 	vh.mu.RLock()
 	q := vh.queues["durable"]
