@@ -10,7 +10,7 @@ import "unsafe"
 //   - a paged-out entry's index: pageIndexCost;
 //   - a content body being assembled: the capacity allocated so far, which
 //     grows with the body frames received, never the announced size;
-//   - each page file's write buffer.
+//   - each paging queue's write and read-ahead buffers.
 //
 // Holds are reference counts, so a message routed to several queues costs
 // its bytes once.

@@ -46,7 +46,7 @@ type pager struct {
 	failed bool       // the last write failed (logged once until one succeeds)
 	// failedAt (unix ms) spaces retries after a failed write.
 	failedAt int64
-	scratch  []byte
+	scratch  []byte // read-ahead buffer, pageReadAhead bytes, counted
 	// Recently decoded names, reused so paged-in messages do not each
 	// allocate their exchange and routing key.
 	lastEx, lastRK string
@@ -259,5 +259,9 @@ func (p *pager) close() {
 	if p.bufCap != 0 {
 		p.srv.addQueued(-p.bufCap)
 		p.bufCap = 0
+	}
+	if p.scratch != nil {
+		p.srv.addQueued(-pageReadAhead)
+		p.scratch = nil
 	}
 }

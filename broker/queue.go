@@ -221,8 +221,9 @@ func (q *queue) pageInLocked(lv int) {
 	if own {
 		data = make([]byte, end-start)
 	} else {
-		if int64(cap(q.pg.scratch)) < end-start {
+		if q.pg.scratch == nil {
 			q.pg.scratch = make([]byte, pageReadAhead)
+			q.vh.srv.addQueued(pageReadAhead)
 		}
 		data = q.pg.scratch[:end-start]
 	}
