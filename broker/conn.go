@@ -701,7 +701,7 @@ func (c *conn) flushConfirms() {
 }
 
 // waitUnblocked applies the memory alarm: a publishing connection stops
-// reading until queued bytes fall below the watermark.
+// reading until counted memory falls below the watermark.
 func (c *conn) waitUnblocked() {
 	s := c.srv
 	if !s.alarm.Load() {
