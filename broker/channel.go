@@ -46,9 +46,9 @@ type channel struct {
 	pubMandatory bool
 	pubEx        *exchange
 	pubBodySize  uint64
-	pubBuf       []byte
+	pubBuf       []byte // properties and body, grown as body frames arrive
+	pubCounted   int64  // capacity of pubBuf counted as memory
 	pubPropsLen  int
-	pubFilled    int
 	prefetch     int
 	tx           bool
 	txOps        []txOp
@@ -153,7 +153,7 @@ func (ch *channel) channelError(e *amqpError) {
 	ch.conn.log.Debug("channel error", "channel", ch.id, "code", e.code, "text", e.text)
 	ch.closing = true
 	ch.expecting = 0
-	ch.pubBuf = nil
+	ch.dropPubBuf()
 	ch.flushConfirms()
 	ch.release()
 	ch.conn.send(ch.id, &amqp091.ChannelClose{ReplyCode: e.code, ReplyText: e.text, ClassId: e.classID, MethodId: e.methodID})
@@ -183,8 +183,29 @@ func (ch *channel) release() {
 		}
 	}
 	ch.settleRecs(recs, ackRequeue)
+	ch.dropPubBuf()
+	ch.releaseTx(ch.txOps)
 	ch.txOps = nil
 }
+
+// releaseTx drops the holds a transaction's buffered publishes keep on
+// their messages (after commit routed them, or on rollback and close).
+func (ch *channel) releaseTx(ops []txOp) {
+	for _, op := range ops {
+		if op.msg != nil {
+			op.msg.release(ch.conn.srv)
+		}
+	}
+}
+
+// setPubBuf replaces the assembly buffer, counting its capacity.
+func (ch *channel) setPubBuf(b []byte) {
+	ch.conn.srv.addQueued(int64(cap(b)) - ch.pubCounted)
+	ch.pubCounted = int64(cap(b))
+	ch.pubBuf = b
+}
+
+func (ch *channel) dropPubBuf() { ch.setPubBuf(nil) }
 
 func (ch *channel) shutdown() { ch.release() }
 
@@ -363,12 +384,15 @@ func (ch *channel) onHeader(p []byte) *amqpError {
 		ch.expecting = 0
 		return errf(amqp091.PreconditionFailed, "message size %d is larger than configured max size %d", h.BodySize, ch.conn.srv.opts.MaxMessageSize)
 	}
-	// One allocation holds properties and body.
-	buf := make([]byte, len(h.Properties)+int(h.BodySize))
-	copy(buf, h.Properties)
-	ch.pubBuf = buf
+	// Properties and body share one buffer, grown as body frames arrive:
+	// an announced size costs nothing until its bytes are sent. A small
+	// body gets its room at once (one allocation on the hot path).
+	room := len(h.Properties)
+	if h.BodySize <= smallBody {
+		room += int(h.BodySize)
+	}
+	ch.setPubBuf(append(make([]byte, 0, room), h.Properties...))
 	ch.pubPropsLen = len(h.Properties)
-	ch.pubFilled = 0
 	ch.pubBodySize = h.BodySize
 	if h.BodySize == 0 {
 		ch.expecting = 0
@@ -378,13 +402,25 @@ func (ch *channel) onHeader(p []byte) *amqpError {
 	return nil
 }
 
+// smallBody is the largest body allocated in full when its header arrives
+// (at most 8 MiB over a connection's 2047 channels).
+const smallBody = 4096
+
 func (ch *channel) onBody(p []byte) *amqpError {
-	if uint64(ch.pubFilled+len(p)) > ch.pubBodySize {
+	filled := len(ch.pubBuf) - ch.pubPropsLen
+	if uint64(filled+len(p)) > ch.pubBodySize {
 		return errf(amqp091.FrameError, "content body larger than announced")
 	}
-	copy(ch.pubBuf[ch.pubPropsLen+ch.pubFilled:], p)
-	ch.pubFilled += len(p)
-	if uint64(ch.pubFilled) < ch.pubBodySize {
+	if need := len(ch.pubBuf) + len(p); need > cap(ch.pubBuf) {
+		// Doubling bounds the copying; the announced total bounds the
+		// capacity, so a complete body ends in a buffer of exactly its size.
+		total := ch.pubPropsLen + int(ch.pubBodySize)
+		nb := make([]byte, len(ch.pubBuf), min(total, max(need, 2*cap(ch.pubBuf))))
+		copy(nb, ch.pubBuf)
+		ch.setPubBuf(nb)
+	}
+	ch.pubBuf = append(ch.pubBuf, p...)
+	if uint64(len(ch.pubBuf)-ch.pubPropsLen) < ch.pubBodySize {
 		return nil
 	}
 	ch.expecting = 0
@@ -393,7 +429,8 @@ func (ch *channel) onBody(p []byte) *amqpError {
 
 func (ch *channel) finishPublish() *amqpError {
 	buf := ch.pubBuf
-	ch.pubBuf = nil
+	// From here the message's holders count it.
+	ch.dropPubBuf()
 	m := &message{exchange: ch.pubExchange, routingKey: ch.pubRK, props: buf[:ch.pubPropsLen:ch.pubPropsLen], body: buf[ch.pubPropsLen:]}
 	persistent, prio, ttl, ok := scanProps(m.props)
 	if !ok {
@@ -412,6 +449,7 @@ func (ch *channel) finishPublish() *amqpError {
 		ch.confirmMu.Unlock()
 	}
 	if ch.tx {
+		m.hold(ch.conn.srv)
 		ch.txOps = append(ch.txOps, txOp{msg: m, mandatory: ch.pubMandatory})
 		return nil
 	}

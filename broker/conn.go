@@ -912,7 +912,7 @@ func (c *conn) flushConfirms() {
 }
 
 // waitUnblocked applies the memory alarm: a publishing connection stops
-// reading until queued bytes fall below the watermark.
+// reading until counted memory falls below the watermark.
 func (c *conn) waitUnblocked() {
 	s := c.srv
 	if !s.alarm.Load() {
@@ -922,8 +922,9 @@ func (c *conn) waitUnblocked() {
 		c.blockedSent = true
 		c.send(0, &amqp091.ConnectionBlocked{Reason: "low on memory"})
 	}
-	// This runs inside a batch, whose output waits for its end: flush it
-	// now (connection.blocked, earlier replies) instead of after the wait.
+	// The batch stops here: flush connection.blocked, earlier replies and
+	// what it delivered to consumers, whose acks may be what clears the
+	// alarm.
 	c.flushConfirms()
 	c.endBatch()
 	s.alarmMu.Lock()

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/binary"
 	"strconv"
+	"sync/atomic"
 
 	"oslogo/broker/internal/amqp091"
 )
@@ -20,6 +21,8 @@ type message struct {
 	priority   uint8
 	// ttl is the per-message expiration in ms, -1 when absent.
 	ttl int64
+	// refs counts the holders keeping it in memory (see mem.go).
+	refs atomic.Int32
 }
 
 func (m *message) size() int64 { return int64(len(m.body)) }

@@ -138,6 +138,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 		}
 		ops := ch.txOps
 		ch.txOps = nil
+		defer ch.releaseTx(ops)
 		for _, op := range ops {
 			if op.isAck {
 				if err := ch.doAck(op.tag, op.multiple, op.kind); err != nil {
@@ -165,6 +166,7 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 		if !ch.tx {
 			return errf(amqp091.PreconditionFailed, "channel is not transactional")
 		}
+		ch.releaseTx(ch.txOps)
 		ch.txOps = nil
 		ch.conn.send(ch.id, &amqp091.TxRollbackOk{})
 		return nil

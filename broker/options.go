@@ -50,10 +50,20 @@ type Options struct {
 	// over the limit is refused at connection.open with connection.close
 	// 530 NOT_ALLOWED, as RabbitMQ refuses over its node connection limit.
 	MaxConnections int
-	// MemoryHighWatermark is the number of bytes of queued message bodies
-	// above which publishing connections are blocked (connection.blocked);
-	// 0 disables the alarm.
+	// MemoryHighWatermark is the number of bytes of counted memory (every
+	// message held ready or unacknowledged with its properties and a fixed
+	// overhead, paged-out entries' index, transactions, bodies being
+	// received; see mem.go) above which publishing connections are blocked
+	// (connection.blocked); 0 disables the alarm.
 	MemoryHighWatermark int64
+	// QueueMemoryLimit is the memory a queue's ready messages may take
+	// before the queue pages further messages to disk; 0 means 4 MiB,
+	// negative disables paging.
+	QueueMemoryLimit int64
+	// PagingRatio is the share of MemoryHighWatermark above which every
+	// queue with waiting messages pages; 0 means 0.5 (RabbitMQ's
+	// vm_memory_high_watermark_paging_ratio).
+	PagingRatio float64
 	// HandshakeTimeout bounds the time from accept to connection.open
 	// (RabbitMQ's handshake_timeout, 10 s by default); a client still
 	// in the handshake then has its socket closed.
@@ -147,6 +157,15 @@ func (o *Options) Validate() error {
 	}
 	if o.ProductVersion == "" {
 		o.ProductVersion = d.ProductVersion
+	}
+	if o.QueueMemoryLimit == 0 {
+		o.QueueMemoryLimit = 4 << 20
+	}
+	if o.PagingRatio == 0 {
+		o.PagingRatio = 0.5
+	}
+	if o.PagingRatio < 0 || o.PagingRatio > 1 {
+		return fmt.Errorf("broker: PagingRatio %v outside (0, 1]", o.PagingRatio)
 	}
 	if o.MaxConnections < 0 || o.MemoryHighWatermark < 0 || o.SyncInterval < 0 {
 		return errors.New("broker: negative limit")

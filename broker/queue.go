@@ -1,22 +1,37 @@
 package broker
 
 import (
+	"math"
 	"sync"
 	"time"
 
 	"oslogo/broker/internal/amqp091"
 )
 
-// qentry is a message's place in one queue.
+// qentry is a message's place in one queue. An entry with m set holds the
+// message in memory (see mem.go); a paged-out entry has m nil and points at
+// its record in the queue's page file.
 type qentry struct {
 	m *message
 	// id is the message's record in the store; 0 when not persisted.
 	id uint64
+	// expireAt is the unix-ms deadline; 0 means never.
+	expireAt int64
+	page     *pageSeg
+	pageOff  int64
+	pageLen  uint32
+	// bodyLen is the body size of a paged-out message (x-max-length-bytes).
+	bodyLen uint32
 	// deliveries counts returns to the queue (quorum x-delivery-count).
 	deliveries  uint32
 	redelivered bool
-	// expireAt is the unix-ms deadline; 0 means never.
-	expireAt int64
+}
+
+func (e *qentry) bodySize() int64 {
+	if e.m != nil {
+		return int64(len(e.m.body))
+	}
+	return int64(e.bodyLen)
 }
 
 const (
@@ -52,8 +67,13 @@ type queue struct {
 	ready      []ring[qentry] // one per priority level
 	readyCount int
 	readyBytes int64
-	unacked    int
-	consumers  []*consumer
+	// memBytes is the counted cost of ready messages held in memory;
+	// paged counts ready entries paged out to pg.
+	memBytes  int64
+	paged     int
+	pg        *pager
+	unacked   int
+	consumers []*consumer
 	// mixedPriority: consumers do not all have the same x-priority.
 	mixedPriority bool
 	rr            int
@@ -93,40 +113,188 @@ func (q *queue) levelOf(m *message) int {
 	return min(int(m.priority), q.maxPriority)
 }
 
+// pushLocked adds e, whose message is in memory, to the ready list; at the
+// back it may go to the page file instead.
 func (q *queue) pushLocked(e qentry, front bool) {
 	lv := &q.ready[q.levelOf(e.m)]
+	if !front && q.shouldPageLocked(e.m) {
+		// Well above one read-ahead run, so a run just read back is not
+		// written out again at once.
+		if q.memBytes > 4*pageReadAhead && q.vh.srv.underPressure() {
+			q.pageOutReadyLocked()
+		}
+		q.pageOutLocked(&e)
+	}
 	if front {
 		lv.PushFront(e)
 	} else {
 		lv.PushBack(e)
 	}
 	q.readyCount++
-	q.readyBytes += e.m.size()
-	q.vh.srv.addQueued(e.m.size())
+	q.readyBytes += e.bodySize()
+	if e.m != nil {
+		q.memBytes += e.m.cost()
+	}
 }
 
-// headLocked returns the level holding the next message, or -1.
-func (q *queue) headLocked() int {
-	for i := len(q.ready) - 1; i >= 0; i-- {
-		if q.ready[i].Len() > 0 {
-			return i
+// shouldPageLocked decides whether a message joining the back of the queue
+// goes to the page file: once the queue pages, while its messages in memory
+// pass QueueMemoryLimit, or, when counted memory is past the paging ratio
+// of the watermark, whenever messages are already waiting.
+func (q *queue) shouldPageLocked(m *message) bool {
+	o := &q.vh.srv.opts
+	if o.QueueMemoryLimit < 0 || len(m.body) > math.MaxInt32 {
+		return false
+	}
+	if q.pg != nil && q.pg.failed && nowMS()-q.pg.failedAt < 1000 {
+		return false // retried a second after a failed write
+	}
+	if q.paged > 0 || q.memBytes+m.cost() > o.QueueMemoryLimit {
+		return true
+	}
+	return q.readyCount > 0 && q.vh.srv.underPressure()
+}
+
+// pageOutLocked writes e's message to the page file and releases it; e
+// must not be in a ready ring (its cost is not in memBytes). On a write
+// error e is left in memory.
+func (q *queue) pageOutLocked(e *qentry) {
+	if q.pg == nil {
+		q.pg = &pager{srv: q.vh.srv}
+	}
+	seg, off, n, ok := q.pg.write(e.m)
+	if !ok {
+		return
+	}
+	m := e.m
+	e.m, e.page, e.pageOff, e.pageLen, e.bodyLen = nil, seg, off, n, uint32(len(m.body))
+	m.release(q.vh.srv)
+	q.paged++
+	q.vh.srv.addQueued(pageIndexCost)
+}
+
+// pageOutReadyLocked pages out the ready messages held in memory, but the
+// head of each priority level, in queue order.
+func (q *queue) pageOutReadyLocked() {
+	for lv := range q.ready {
+		r := &q.ready[lv]
+		for i := 1; i < r.Len(); i++ {
+			e := r.At(i)
+			if e.m == nil {
+				continue
+			}
+			c := e.m.cost()
+			q.pageOutLocked(e)
+			if e.m != nil {
+				return
+			}
+			q.memBytes -= c
 		}
 	}
-	return -1
 }
 
+// pageInLocked reads back the paged-out head of level lv together with the
+// neighbouring records that follow it, up to pageReadAhead bytes and
+// pageReadAheadCount records. An
+// unreadable record is dropped and logged: the head then moves on.
+func (q *queue) pageInLocked(lv int) {
+	r := &q.ready[lv]
+	if q.pg == nil {
+		// The files were closed (queue deleted or broker stopped).
+		q.forgetLocked(q.popLocked(lv))
+		return
+	}
+	first := r.Front()
+	seg, start := first.page, first.pageOff
+	end := start + int64(first.pageLen)
+	n := 1
+	for n < r.Len() && n < pageReadAheadCount {
+		e := r.At(n)
+		if e.m != nil || e.page != seg || e.pageOff != end || end-start+int64(e.pageLen) > pageReadAhead {
+			break
+		}
+		end += int64(e.pageLen)
+		n++
+	}
+	var data []byte
+	own := n == 1
+	if own {
+		data = make([]byte, end-start)
+	} else {
+		if q.pg.scratch == nil {
+			q.pg.scratch = make([]byte, pageReadAhead)
+			q.vh.srv.addQueued(pageReadAhead)
+		}
+		data = q.pg.scratch[:end-start]
+	}
+	err := q.pg.read(seg, start, data)
+	for i := 0; i < n; i++ {
+		e := r.At(i)
+		var m *message
+		if err == nil {
+			rec := data[e.pageOff-start : e.pageOff-start+int64(e.pageLen)]
+			m, err = q.pg.decode(rec, own)
+		}
+		if err != nil {
+			if i == 0 {
+				q.vh.srv.log.Error("cannot read a paged message back; dropping it", "vhost", q.vh.name, "queue", q.name, "err", err)
+				q.forgetLocked(q.popLocked(lv))
+			}
+			// A later record is retried alone once it is the head.
+			return
+		}
+		q.pg.free(e.page)
+		e.m, e.page = m, nil
+		m.hold(q.vh.srv)
+		q.paged--
+		q.vh.srv.addQueued(-pageIndexCost)
+		q.memBytes += m.cost()
+	}
+}
+
+// headLocked returns the level holding the next message, or -1. The head
+// message is in memory when it returns.
+func (q *queue) headLocked() int {
+	for {
+		lv := -1
+		for i := len(q.ready) - 1; i >= 0; i-- {
+			if q.ready[i].Len() > 0 {
+				lv = i
+				break
+			}
+		}
+		if lv < 0 || q.ready[lv].Front().m != nil {
+			return lv
+		}
+		q.pageInLocked(lv)
+	}
+}
+
+// popLocked takes the head of level lv off the ready list; the entry keeps
+// its hold on the message (or its page record) until forgetLocked.
 func (q *queue) popLocked(level int) qentry {
 	e := q.ready[level].PopFront()
 	q.readyCount--
-	q.readyBytes -= e.m.size()
-	q.vh.srv.addQueued(-e.m.size())
+	q.readyBytes -= e.bodySize()
+	if e.m != nil {
+		q.memBytes -= e.m.cost()
+	} else {
+		q.paged--
+		q.vh.srv.addQueued(-pageIndexCost)
+	}
 	return e
 }
 
-// forgetLocked drops an entry's store record once it has left the queue.
+// forgetLocked releases what an entry holds once it has left the queue for
+// good: its store record and its message (or page record).
 func (q *queue) forgetLocked(e qentry) {
 	if e.id != 0 {
 		q.vh.srv.store.remove(q, e.id)
+	}
+	if e.m != nil {
+		e.m.release(q.vh.srv)
+	} else if e.page != nil && q.pg != nil {
+		q.pg.free(e.page)
 	}
 }
 
@@ -181,6 +349,7 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		e.id = q.vh.srv.store.enqueue(q, m)
 		stored = true
 	}
+	m.hold(q.vh.srv)
 	if q.readyCount == 0 && len(q.consumers) > 0 {
 		if q.deliverLocked(&e, &dls, via) {
 			q.mu.Unlock()
@@ -334,6 +503,10 @@ func (q *queue) expireLocked(now int64, dls *[]deadLetter) {
 			e := q.ready[lv].Front()
 			if e.expireAt == 0 || e.expireAt > now {
 				break
+			}
+			if e.m == nil && q.dlx != "" {
+				q.pageInLocked(lv) // dead-lettering needs the message
+				continue
 			}
 			x := q.popLocked(lv)
 			q.forgetLocked(x)
@@ -506,8 +679,13 @@ func (q *queue) removeConsumer(c *consumer) bool {
 	return q.autoDelete && q.hadConsumer && len(q.consumers) == 0 && !q.deleted
 }
 
-// stopTimersLocked stops TTL and expiry timers (on delete and shutdown).
+// stopTimersLocked stops TTL and expiry timers and closes the page files
+// (on delete and shutdown).
 func (q *queue) stopTimersLocked() {
+	if q.pg != nil {
+		q.pg.close()
+		q.pg = nil
+	}
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()
 	}

@@ -9,13 +9,7 @@ type ring[T any] struct {
 
 func (r *ring[T]) Len() int { return r.n }
 
-func (r *ring[T]) grow() {
-	nb := make([]T, max(16, 2*len(r.buf)))
-	for i := 0; i < r.n; i++ {
-		nb[i] = r.buf[(r.head+i)%len(r.buf)]
-	}
-	r.buf, r.head = nb, 0
-}
+func (r *ring[T]) grow() { r.resize(max(16, 2*len(r.buf))) }
 
 func (r *ring[T]) PushBack(v T) {
 	if r.n == len(r.buf) {
@@ -51,8 +45,19 @@ func (r *ring[T]) PopFront() T {
 		if len(r.buf) > 1024 {
 			r.buf = nil
 		}
+	} else if len(r.buf) > 1024 && r.n < len(r.buf)/4 {
+		// A drained backlog gives its slots back.
+		r.resize(len(r.buf) / 2)
 	}
 	return v
+}
+
+func (r *ring[T]) resize(n int) {
+	nb := make([]T, n)
+	for i := 0; i < r.n; i++ {
+		nb[i] = r.buf[(r.head+i)%len(r.buf)]
+	}
+	r.buf, r.head = nb, 0
 }
 
 // RemoveAt deletes the i-th element, keeping order.

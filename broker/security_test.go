@@ -259,10 +259,19 @@ func publishOrChannelError(ch *amqp.Channel, exchange, key string) error {
 	defer timer.Stop()
 	select {
 	case c := <-confirms:
-		if !c.Ack {
-			return errors.New("nacked")
+		if c.Ack {
+			return nil
 		}
-		return nil
+		// amqp091-go nacks what was pending when a channel error closes
+		// the channel; the close and its reason arrive as well.
+		select {
+		case e := <-closed:
+			if e != nil {
+				return e
+			}
+		case <-timer.C:
+		}
+		return errors.New("nacked")
 	case e := <-closed:
 		if e == nil {
 			return errors.New("channel closed without an error")

@@ -289,7 +289,8 @@ func (s *Server) vhost(name string) *vhost {
 	return s.vhosts[name]
 }
 
-// addQueued tracks queued bytes and raises or clears the memory alarm.
+// addQueued tracks counted memory (see mem.go) and raises or clears the
+// memory alarm.
 func (s *Server) addQueued(n int64) {
 	v := s.queuedBytes.Add(n)
 	hw := s.opts.MemoryHighWatermark

@@ -843,6 +843,7 @@ func (st *store) recover() error {
 		q := queueOf(rec)
 		persistent, prio, ttl, _ := scanProps(rec.m.props)
 		rec.m.persistent, rec.m.priority, rec.m.ttl = persistent, prio, ttl
+		rec.m.hold(st.srv)
 		q.pushLocked(qentry{m: rec.m, id: id, redelivered: true}, false)
 		n++
 	}

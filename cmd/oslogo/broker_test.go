@@ -77,3 +77,20 @@ func TestBrokerCommandProfiles(t *testing.T) {
 		t.Fatalf("profile index: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestGoMemoryLimitFollowsWatermark: `oslogo broker` gives the Go runtime a
+// soft memory limit half again above the high watermark (plus room for the
+// runtime itself), unless GOMEMLIMIT is set or the alarm is off.
+func TestGoMemoryLimitFollowsWatermark(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	if got, ok := goMemoryLimit(256 << 20); !ok || got != 384<<20+64<<20 {
+		t.Errorf("256 MiB watermark: limit %d (%v)", got, ok)
+	}
+	if _, ok := goMemoryLimit(0); ok {
+		t.Error("a limit without a watermark")
+	}
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	if _, ok := goMemoryLimit(256 << 20); ok {
+		t.Error("GOMEMLIMIT from the environment overridden")
+	}
+}
