@@ -306,6 +306,10 @@ type sender struct {
 	cur     *session
 	dialing *dialFlight // the dial in progress, nil if none
 	lastErr error       // why the last dial failed (nil once one worked)
+	// failures counts dials failed in a row; the next starts no earlier
+	// than retryAt, however many publishers need the slot meanwhile.
+	failures int
+	retryAt  time.Time
 }
 
 // dialFlight is one dial of a sender slot, shared by every publisher that
@@ -336,39 +340,54 @@ func (p *sender) session(ctx context.Context) (*session, error) {
 // connected returns the live session, starting a dial or joining the one
 // in progress.
 func (p *sender) connected(ctx context.Context) (*session, error) {
-	p.mu.Lock()
-	s := p.cur
-	if s != nil && s.alive() {
+	for {
+		p.mu.Lock()
+		s := p.cur
+		if s != nil && s.alive() {
+			p.mu.Unlock()
+			return s, nil
+		}
+		last := p.lastErr
+		f := p.dialing
+		if f == nil {
+			if p.d.isClosed() {
+				p.mu.Unlock()
+				return nil, driver.ErrClosed
+			}
+			// After a failed dial the next waits for the backoff, so a
+			// down broker sees one attempt per interval from this slot,
+			// not one per publish.
+			if wait := time.Until(p.retryAt); last != nil && wait > 0 {
+				p.mu.Unlock()
+				if !sleepCtx(ctx, p.d.closing, wait) {
+					if ctx.Err() != nil {
+						return nil, fmt.Errorf("%w: waiting to reconnect (previous attempt: %w)", driver.ErrUnreachable, last)
+					}
+					return nil, driver.ErrClosed
+				}
+				continue
+			}
+			f = &dialFlight{done: make(chan struct{})}
+			old := p.cur
+			p.cur, p.dialing = nil, f
+			if !p.d.track(func() { p.dial(f, old) }) {
+				p.dialing = nil
+				p.mu.Unlock()
+				return nil, driver.ErrClosed
+			}
+		}
 		p.mu.Unlock()
-		return s, nil
-	}
-	f := p.dialing
-	if f == nil {
-		if p.d.isClosed() {
-			p.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.s, f.err
+		case <-ctx.Done():
+			if last != nil {
+				return nil, fmt.Errorf("%w: still connecting (previous attempt: %w)", driver.ErrUnreachable, last)
+			}
+			return nil, fmt.Errorf("%w: still connecting", driver.ErrUnreachable)
+		case <-p.d.closing:
 			return nil, driver.ErrClosed
 		}
-		f = &dialFlight{done: make(chan struct{})}
-		old := p.cur
-		p.cur, p.dialing = nil, f
-		if !p.d.track(func() { p.dial(f, old) }) {
-			p.dialing = nil
-			p.mu.Unlock()
-			return nil, driver.ErrClosed
-		}
-	}
-	last := p.lastErr
-	p.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.s, f.err
-	case <-ctx.Done():
-		if last != nil {
-			return nil, fmt.Errorf("%w: still connecting (previous attempt: %w)", driver.ErrUnreachable, last)
-		}
-		return nil, fmt.Errorf("%w: still connecting", driver.ErrUnreachable)
-	case <-p.d.closing:
-		return nil, driver.ErrClosed
 	}
 }
 
@@ -389,6 +408,10 @@ func (p *sender) dial(f *dialFlight, old *session) {
 	}
 	if err == nil {
 		p.cur = s
+		p.failures = 0
+	} else if !errors.Is(err, driver.ErrClosed) {
+		p.failures++
+		p.retryAt = time.Now().Add(p.d.cfg.backoff(p.failures))
 	}
 	p.dialing, p.lastErr = nil, err
 	f.s, f.err = s, err
