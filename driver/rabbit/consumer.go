@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"sync"
@@ -225,11 +226,22 @@ func (c *consumer) resubscribe(s *consumeSession, h *consumerHandle) (*consumerH
 	return nh, err
 }
 
-// reconnect retries connect with backoff until it works or the consumer
-// stops; nil means stopped.
+// firstReconnectSplay bounds the random wait before a consumer's first
+// reconnect attempt.
+const firstReconnectSplay = 800 * time.Millisecond
+
+// reconnect retries connect until it works or the consumer stops; nil
+// means stopped. The first attempt comes after a random splay below
+// firstReconnectSplay (one pass over the hosts, failing over at once, so a
+// dead node costs a server well under a second; the splay spreads the
+// clients a broker dropped together), later ones after the backoff.
 func (c *consumer) reconnect() *consumeSession {
 	for attempt := 1; ; attempt++ {
-		if !sleepCtx(c.ctx, c.stopCh, c.d.cfg.backoff(attempt)) {
+		wait := c.d.cfg.backoff(attempt - 1)
+		if attempt == 1 {
+			wait = rand.N(firstReconnectSplay)
+		}
+		if !sleepCtx(c.ctx, c.stopCh, wait) {
 			return nil
 		}
 		s, err := c.connect(c.ctx)

@@ -353,3 +353,43 @@ func TestNotifyListenManyQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerBackSoonAfterConnectionLoss: an RPC server whose connection
+// drops tries again after a short random splay (below 0.8 s), failing over
+// at once, not after the backoff: a call made as the connection drops is
+// answered well before the first backoff interval (2 s with the defaults,
+// the least the old reconnect loop waited) would have passed.
+func TestServerBackSoonAfterConnectionLoss(t *testing.T) {
+	addr := startEmbeddedBroker(t, nil)
+	p := newCutProxy(t, addr)
+	srv := openString(t, "rabbit://guest:guest@"+p.addr()+"/", nil)
+	cli := openString(t, "rabbit://guest:guest@"+addr+"/", nil)
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, time.Minute)
+	target := driver.Target{Exchange: "oslogo_x", Topic: topic}
+	l, err := srv.Listen(ctx, driver.Target{Exchange: "oslogo_x", Topic: topic, Server: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	serve(t, l, func(r driver.IncomingRequest) *driver.Reply { return &driver.Reply{Result: json.RawMessage(`1`)} })
+	call := func() time.Duration {
+		start := time.Now()
+		if _, err := cli.Call(ctx, target, &driver.Request{Method: "m"}, driver.SendOptions{Timeout: 20 * time.Second, Retry: -1}); err != nil {
+			t.Fatalf("call: %v", err)
+		}
+		return time.Since(start)
+	}
+	call() // the server is up
+	least := DefaultConfig().backoff(1)
+	for i := range 3 {
+		if n := p.cut(); n == 0 {
+			t.Fatal("no connection through the proxy to cut")
+		}
+		took := call()
+		t.Logf("cut %d: answered after %v", i+1, took.Round(time.Millisecond))
+		if took >= least-100*time.Millisecond {
+			t.Errorf("cut %d: call answered after %v, not before the first backoff (%v)", i+1, took, least)
+		}
+	}
+}
