@@ -76,6 +76,8 @@ func startEmbedded(t *testing.T, watermark int64) (string, func()) {
 	opts := broker.DefaultOptions()
 	opts.AMQPAddr = "127.0.0.1:0"
 	opts.MemoryHighWatermark = watermark
+	// No paging: the tests fill memory to raise the alarm.
+	opts.QueueMemoryLimit = -1
 	b, err := broker.New(opts)
 	if err != nil {
 		t.Fatal(err)
