@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -57,6 +58,67 @@ func FuzzLoad(f *testing.F) {
 				_ = c.List(g, k)
 				_ = c.Strings(g, k)
 			}
+		}
+	})
+}
+
+// writeINI writes a parsed layer back as a file: every value quoted (so
+// that the quotes splitKeyValue strips are the ones written), later lines
+// of a multi-line value indented as continuation lines.
+func writeINI(l *layer) string {
+	var b strings.Builder
+	for g, keys := range l.groups {
+		b.WriteString("[" + g + "]\n")
+		for k, vals := range keys {
+			for _, v := range vals {
+				parts := strings.Split(v.s, "\n")
+				b.WriteString(k + " = \"" + parts[0] + "\"\n")
+				for _, p := range parts[1:] {
+					b.WriteString("    " + p + "\n")
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+// layerValues is a layer without where each value came from.
+func layerValues(l *layer) map[string]map[string][]string {
+	out := map[string]map[string][]string{}
+	for g, keys := range l.groups {
+		out[g] = map[string][]string{}
+		for k, vals := range keys {
+			for _, v := range vals {
+				out[g][k] = append(out[g][k], v.s)
+			}
+		}
+	}
+	return out
+}
+
+// FuzzParseRoundTrip parses a file, writes what it read back as a file and
+// parses that: the groups, keys and values (every assignment, in order)
+// are the same.
+func FuzzParseRoundTrip(f *testing.F) {
+	for _, s := range []string{
+		"[DEFAULT]\ntransport_url = rabbit://openstack:stack2018@127.0.0.1:5672/\ncontrol_exchange=nova\n",
+		"[oslo_messaging_rabbit]\nrabbit_qos_prefetch_count: 10\nheartbeat_timeout_threshold = '30'\n[Oslo_Messaging_Rabbit]\nssl = \"\"\n",
+		"[g]\nk = first\n  second\n\tthird\nk = again\n[a]]\nx = \"\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		l, err := parse("fuzz.conf", strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		out := writeINI(l)
+		l2, err := parse("again.conf", strings.NewReader(out))
+		if err != nil {
+			t.Fatalf("written back as\n%s\nit does not parse: %v", out, err)
+		}
+		if a, b := fmt.Sprintf("%q", layerValues(l)), fmt.Sprintf("%q", layerValues(l2)); a != b {
+			t.Fatalf("read %s\nwritten back as\n%s\nread %s", a, out, b)
 		}
 	})
 }
