@@ -265,3 +265,25 @@ func FuzzTopicMatch(f *testing.F) {
 		}
 	})
 }
+
+// TestNewRejectsPermissionTooDeepAnchored: a permission pattern that
+// compiles alone but not once anchored (999 nested groups, one below
+// regexp's nesting limit) is refused by New instead of panicking in it
+// (seen reading the code FuzzBrokerFile drives; its corpus keeps the case).
+func TestNewRejectsPermissionTooDeepAnchored(t *testing.T) {
+	deep := strings.Repeat("(", 999) + "a" + strings.Repeat(")", 999)
+	for _, p := range []Permission{{Configure: deep, Write: ".*", Read: ".*"}, {Configure: ".*", Write: ".*", Read: deep}} {
+		opts := DefaultOptions()
+		opts.Users = []User{{Name: "u", Password: "p", Permissions: map[string]Permission{"/": p}}}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("New panicked: %.80v", r)
+				}
+			}()
+			if _, err := New(opts); err == nil {
+				t.Fatal("New accepted a pattern it cannot compile anchored")
+			}
+		}()
+	}
+}

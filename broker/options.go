@@ -165,7 +165,9 @@ func (o *Options) Validate() error {
 		}
 		for vh, p := range u.Permissions {
 			for _, re := range []string{p.Configure, p.Write, p.Read} {
-				if _, err := regexp.Compile(re); err != nil {
+				// Compiled as newUser will use it: anchoring adds a level
+				// of nesting, which regexp limits.
+				if _, err := regexp.Compile(anchor(re)); err != nil {
 					return fmt.Errorf("broker: user %q vhost %q: %w", u.Name, vh, err)
 				}
 			}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"regexp"
 	"time"
 
 	"oslogo/broker"
@@ -62,39 +64,12 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
 	if *cfgFile != "" {
-		var f brokerFile
-		if _, err := toml.DecodeFile(*cfgFile, &f); err != nil {
+		data, err := os.ReadFile(*cfgFile)
+		if err != nil {
 			return &exitError{code: 2, err: fmt.Errorf("config file: %w", err)}
 		}
-		if f.AMQP != "" {
-			opts.AMQPAddr = f.AMQP
-		}
-		if f.Data != "" {
-			opts.DataDir = f.Data
-		}
-		if f.MemoryHighWatermark > 0 {
-			opts.MemoryHighWatermark = f.MemoryHighWatermark
-		}
-		opts.MaxConnections = f.MaxConnections
-		if len(f.Users) > 0 {
-			opts.Users = nil
-			for _, u := range f.Users {
-				bu := broker.User{Name: u.Name, Password: u.Password, PasswordHash: u.PasswordHash, Tags: u.Tags}
-				if u.Permissions != nil {
-					bu.Permissions = map[string]broker.Permission{}
-					for vh, p := range u.Permissions {
-						bu.Permissions[vh] = broker.Permission{Configure: p.Configure, Write: p.Write, Read: p.Read}
-					}
-				}
-				opts.Users = append(opts.Users, bu)
-			}
-		}
-		opts.VHosts = append(opts.VHosts, f.VHosts...)
-		if f.LoopbackUsers != nil {
-			opts.LoopbackUsers = f.LoopbackUsers
-		}
-		if f.LogLevel == "debug" {
-			level = slog.LevelDebug
+		if err := applyBrokerFile(string(data), &opts, &level); err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("config file %s: %w", *cfgFile, err)}
 		}
 	}
 	if *addr != "" {
@@ -124,6 +99,56 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	_ = os.Stdout.Sync()
 	return nil
 }
+
+// applyBrokerFile applies a --config-file (TOML) over opts and sets level
+// to the log level it asks for.
+func applyBrokerFile(data string, opts *broker.Options, level *slog.Level) error {
+	var f brokerFile
+	if _, err := toml.Decode(data, &f); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			// The parser's message quotes the text it stumbled on, which
+			// may be part of a password: only where it is, and what was
+			// expected, are shown.
+			return fmt.Errorf("toml: line %d, column %d: %s", pe.Position.Line, pe.Position.Col, quotedText.ReplaceAllString(pe.Message, "…"))
+		}
+		return err
+	}
+	if f.AMQP != "" {
+		opts.AMQPAddr = f.AMQP
+	}
+	if f.Data != "" {
+		opts.DataDir = f.Data
+	}
+	if f.MemoryHighWatermark > 0 {
+		opts.MemoryHighWatermark = f.MemoryHighWatermark
+	}
+	opts.MaxConnections = f.MaxConnections
+	if len(f.Users) > 0 {
+		opts.Users = nil
+		for _, u := range f.Users {
+			bu := broker.User{Name: u.Name, Password: u.Password, PasswordHash: u.PasswordHash, Tags: u.Tags}
+			if u.Permissions != nil {
+				bu.Permissions = map[string]broker.Permission{}
+				for vh, p := range u.Permissions {
+					bu.Permissions[vh] = broker.Permission{Configure: p.Configure, Write: p.Write, Read: p.Read}
+				}
+			}
+			opts.Users = append(opts.Users, bu)
+		}
+	}
+	opts.VHosts = append(opts.VHosts, f.VHosts...)
+	if f.LoopbackUsers != nil {
+		opts.LoopbackUsers = f.LoopbackUsers
+	}
+	if f.LogLevel == "debug" {
+		*level = slog.LevelDebug
+	}
+	return nil
+}
+
+// quotedText matches what a TOML parser message quotes from the file.
+var quotedText = regexp.MustCompile(`'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"`)
 
 // serveProfiles serves net/http/pprof on addr (as nats-server's -profport
 // does), for looking at a running broker under load.
