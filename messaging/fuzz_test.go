@@ -62,8 +62,15 @@ func FuzzOpenTransport(f *testing.F) {
 		if !escape && (strings.ContainsAny(user, ":/?#%@") || strings.ContainsAny(pass, "/?#%@")) {
 			return // not a user info any more
 		}
-		if strings.Contains(hosts+path, "?") && strings.Contains(fuzzSchemes[int(scheme)%len(fuzzSchemes)], "abbit") {
-			return // rabbit:// query options may name files (ssl_ca_file) to read
+		switch fuzzSchemes[int(scheme)%len(fuzzSchemes)] {
+		case "rabbit", "kombu+rabbit", "Rabbit":
+			if strings.Contains(hosts+path, "?") {
+				return // query options may name files (ssl_ca_file) to read
+			}
+		case "memory", "fake":
+			if len(hosts) > 2 {
+				return // every host is an in-process broker kept for the process's life
+			}
 		}
 		build := func(pass string) string {
 			userinfo := user + ":" + pass
