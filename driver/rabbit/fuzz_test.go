@@ -7,6 +7,9 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -467,5 +470,68 @@ func TestDecodeRequestHugeTimeout(t *testing.T) {
 	m, _ := decodeBody(contentType, nil, []byte(`{"method": "m", "_msg_id": "a", "_timeout": 9223372036}`))
 	if in, err := decodeRequest(m); err != nil || in.monitor != 9223372036*time.Second {
 		t.Fatalf("_timeout 9223372036: %v, %v", in.monitor, err)
+	}
+}
+
+// TestPyStringCorpusAgainstPython writes every valid UTF-8 seed of
+// FuzzPyJSON, and every string value inside those that are JSON, with
+// appendPyString and with Python's json.dumps (the defaults oslo's
+// jsonutils.dumps uses): the bytes are the same.
+func TestPyStringCorpusAgainstPython(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzPyJSON", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no seeds: %v", err)
+	}
+	var strs []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitN(string(b), "\n", 3)
+		s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if !utf8.ValidString(s) {
+			continue
+		}
+		strs = append(strs, s)
+		var v any
+		if json.Unmarshal([]byte(s), &v) == nil {
+			collectStrings(v, &strs)
+		}
+	}
+	in, _ := json.Marshal(strs)
+	cmd := exec.Command("/usr/bin/python3", "-c", "import json,sys\nfor s in json.load(sys.stdin): print(json.dumps(s))")
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	want := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(want) != len(strs) {
+		t.Fatalf("%d lines from Python for %d strings", len(want), len(strs))
+	}
+	for i, s := range strs {
+		if got := string(appendPyString(nil, s)); got != want[i] {
+			t.Errorf("%q: Go %s, Python %s", s, got, want[i])
+		}
+	}
+}
+
+func collectStrings(v any, out *[]string) {
+	switch v := v.(type) {
+	case string:
+		*out = append(*out, v)
+	case []any:
+		for _, e := range v {
+			collectStrings(e, out)
+		}
+	case map[string]any:
+		for k, e := range v {
+			*out = append(*out, k)
+			collectStrings(e, out)
+		}
 	}
 }
