@@ -108,3 +108,15 @@ func FuzzOpenTransport(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenUnknownOptionsSameError: a memory:// URL with several unknown
+// options always gets the same error, naming the first in sorted order
+// (found by FuzzOpenTransport: the error named a random one).
+func TestOpenUnknownOptionsSameError(t *testing.T) {
+	for range 20 {
+		_, err := messaging.OpenTransport(context.Background(), "memory://?zz=1&b=2&aa=3", messaging.DefaultTransportConfig())
+		if err == nil || !strings.Contains(err.Error(), `unknown option "aa"`) {
+			t.Fatalf("error %v, want one naming \"aa\"", err)
+		}
+	}
+}
