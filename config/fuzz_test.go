@@ -181,12 +181,15 @@ func TestParseCorpusAgainstOsloConfig(t *testing.T) {
 	if err := json.Unmarshal(out, &py); err != nil || len(py) != len(inputs) {
 		t.Fatalf("%d results for %d files: %v", len(py), len(inputs), err)
 	}
+	compared := 0
+	defer func() { t.Logf("%d of %d files compared", compared, len(inputs)) }()
 	for i, s := range inputs {
 		if py[i].Skip != "" || strings.HasPrefix(s, "\ufeff") {
 			// Python does not read other encodings, nor skip a BOM; the Go
 			// parser skips a BOM on purpose.
 			continue
 		}
+		compared++
 		l, err := parse("f.conf", strings.NewReader(s))
 		if (err != nil) != (py[i].Error != "") {
 			t.Errorf("%q: Go %v, oslo.config %q", s, err, py[i].Error)
