@@ -87,10 +87,15 @@ func compilePerm(re string) *regexp.Regexp {
 	if re == ".*" {
 		return nil
 	}
+	return regexp.MustCompile(permPattern(re))
+}
+
+// permPattern is the regex a permission compiles to.
+func permPattern(re string) string {
 	if re == "" {
-		re = "^$"
+		return "^$"
 	}
-	return regexp.MustCompile(re)
+	return re
 }
 
 func (u *user) checkPassword(pw string) bool {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,4 +127,169 @@ func FuzzConnection(f *testing.F) {
 		}
 		_ = r.nc.Close()
 	})
+}
+
+// topicWords splits a topic key into words. RabbitMQ 3.10 reads "" as no
+// words at all (routing key "" matches "#" and "", not "*"); the broker's
+// trie reads it as one empty word, and the reference follows the broker
+// there until the trie changes (docs/FUZZING.md, known differences).
+func topicWords(s string) []string {
+	return strings.Split(s, ".")
+}
+
+// refTopicMatch is the reference the trie is checked against: a dynamic
+// programme over (pattern word, routing key word), with "*" one word and
+// "#" zero or more.
+func refTopicMatch(pattern, rk string) bool {
+	p, w := topicWords(pattern), topicWords(rk)
+	// m[i][j]: p[i:] matches w[j:].
+	m := make([][]bool, len(p)+1)
+	for i := range m {
+		m[i] = make([]bool, len(w)+1)
+	}
+	m[len(p)][len(w)] = true
+	for i := len(p) - 1; i >= 0; i-- {
+		for j := len(w); j >= 0; j-- {
+			switch {
+			case p[i] == "#":
+				m[i][j] = m[i+1][j] || j < len(w) && m[i][j+1]
+			case j < len(w):
+				m[i][j] = (p[i] == "*" || p[i] == w[j]) && m[i+1][j+1]
+			}
+		}
+	}
+	return m[0][0]
+}
+
+// TestTopicMatchesRabbitMQ: what RabbitMQ 3.10.8 routed, observed with one
+// queue per binding key on a topic exchange of the local node, for every
+// routing key below; the trie and the reference both give the same.
+func TestTopicMatchesRabbitMQ(t *testing.T) {
+	keys := []string{"", "*", "#", "#.*", "*.#", "*.*", "a.*", "a.#", "#.a", ".", "a.", "#.#", "a..b", "a.*.b", "a.#.b", "#.#.a", "*.*.*", "*.", ".*", "#.", ".#", "#..#"}
+	observed := map[string][]string{
+		"a":       {"*", "#", "#.*", "*.#", "a.#", "#.a", "#.#", "#.#.a"},
+		".":       {"#", "#.*", "*.#", "*.*", ".", "#.#", "*.", ".*", "#.", ".#", "#..#"},
+		"a.":      {"#", "#.*", "*.#", "*.*", "a.*", "a.#", "a.", "#.#", "*.", "#.", "#..#"},
+		".a":      {"#", "#.*", "*.#", "*.*", "#.a", "#.#", "#.#.a", ".*", ".#", "#..#"},
+		"a..b":    {"#", "#.*", "*.#", "a.#", "#.#", "a..b", "a.*.b", "a.#.b", "*.*.*", "#..#"},
+		"a.b":     {"#", "#.*", "*.#", "*.*", "a.*", "a.#", "#.#", "a.#.b"},
+		"..":      {"#", "#.*", "*.#", "#.#", "*.*.*", "#.", ".#", "#..#"},
+		"a.b.c.a": {"#", "#.*", "*.#", "a.#", "#.a", "#.#", "#.#.a"},
+		"#":       {"*", "#", "#.*", "*.#", "#.#"},
+		"*":       {"*", "#", "#.*", "*.#", "#.#"},
+	}
+	root := &topicNode{}
+	for _, k := range keys {
+		root.insert(k, &binding{key: k})
+	}
+	for rk, want := range observed {
+		got := map[string]bool{}
+		root.match(rk, 0, func(b *binding) { got[b.key] = true })
+		wantSet := map[string]bool{}
+		for _, k := range want {
+			wantSet[k] = true
+		}
+		for _, k := range keys {
+			if got[k] != wantSet[k] {
+				t.Errorf("routing key %q, binding %q: broker %v, RabbitMQ %v", rk, k, got[k], wantSet[k])
+			}
+			if ref := refTopicMatch(k, rk); ref != wantSet[k] {
+				t.Errorf("routing key %q, binding %q: reference %v, RabbitMQ %v", rk, k, ref, wantSet[k])
+			}
+		}
+	}
+}
+
+// FuzzTopicMatch binds up to 8 keys (one per line of keys) in a topic
+// trie and routes rk: the bindings visited are exactly those the reference
+// matches, before and after removing every other binding, and removing
+// them all leaves an empty trie. Keys have at most 3 "#" words: the trie
+// backtracks over every way "#" words can split the routing key (as
+// RabbitMQ's does), which is exponential in their number.
+func FuzzTopicMatch(f *testing.F) {
+	f.Add("notifications.info\nnotifications.*\n#\n*.error\nnova.#.error", "notifications.info")
+	f.Add("a.b.c\na.*.c\na.#\n#\n*.b.*\na.b\n#.c\na.#.c\n*", "a.b.c")
+	f.Add("#.#\n#..#\n.\n*.\n\n#", "..")
+	f.Add("compute\ncompute.host1\ncompute_fanout\ncompute.*", "compute.host1")
+	f.Add("a.#.#.b\n#.a.#\na.*.#", "a.x.a.y.b")
+	f.Fuzz(func(t *testing.T, keyList, rk string) {
+		if len(rk) > 255 {
+			return
+		}
+		keys := strings.Split(keyList, "\n")
+		if len(keys) > 8 {
+			keys = keys[:8]
+		}
+		root := &topicNode{}
+		var bs []*binding
+		for _, k := range keys {
+			if len(k) > 255 || strings.Count("."+k+".", ".#.") > 3 {
+				continue
+			}
+			b := &binding{key: k}
+			bs = append(bs, b)
+			root.insert(k, b)
+		}
+		check := func(live []*binding) {
+			t.Helper()
+			got := map[*binding]bool{}
+			root.match(rk, 0, func(b *binding) { got[b] = true })
+			isLive := map[*binding]bool{}
+			for _, b := range live {
+				isLive[b] = true
+				if want := refTopicMatch(b.key, rk); got[b] != want {
+					t.Fatalf("binding %q, routing key %q: trie %v, reference %v", b.key, rk, got[b], want)
+				}
+			}
+			for b := range got {
+				if !isLive[b] {
+					t.Fatalf("routing key %q reached removed binding %q", rk, b.key)
+				}
+			}
+		}
+		check(bs)
+		var kept []*binding
+		for i, b := range bs {
+			if i%2 == 0 {
+				root.remove(b.key, b)
+			} else {
+				kept = append(kept, b)
+			}
+		}
+		check(kept)
+		for _, b := range kept {
+			root.remove(b.key, b)
+		}
+		if len(root.children) != 0 || len(root.bindings) != 0 {
+			t.Fatalf("trie not empty after removing every binding: %d children", len(root.children))
+		}
+	})
+}
+
+// TestNewPermissionPatternsCompileAsUsed: New validates a permission
+// pattern exactly as the broker compiles it, so what it accepts never
+// panics later (999 nested groups compile; 1,001 are past regexp's
+// nesting limit and are refused with an error, not a panic). Seen reading
+// the code FuzzBrokerFile drives; its corpus keeps the case.
+func TestNewPermissionPatternsCompileAsUsed(t *testing.T) {
+	nested := func(n int) string { return strings.Repeat("(", n) + "a" + strings.Repeat(")", n) }
+	for _, tc := range []struct {
+		pattern string
+		ok      bool
+	}{{nested(999), true}, {nested(1001), false}, {"", true}, {"(", false}} {
+		for _, p := range []Permission{{Configure: tc.pattern, Write: ".*", Read: ".*"}, {Configure: ".*", Write: ".*", Read: tc.pattern}} {
+			opts := DefaultOptions()
+			opts.Users = []User{{Name: "u", Password: "p", Permissions: map[string]Permission{"/": p}}}
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("New panicked on %.20q: %.80v", tc.pattern, r)
+					}
+				}()
+				if _, err := New(opts); (err == nil) != tc.ok {
+					t.Errorf("pattern %.20q (%d bytes): New error %v, want accepted %v", tc.pattern, len(tc.pattern), err, tc.ok)
+				}
+			}()
+		}
+	}
 }

@@ -203,7 +203,8 @@ func (o *Options) Validate() error {
 		}
 		for vh, p := range u.Permissions {
 			for _, re := range []string{p.Configure, p.Write, p.Read} {
-				if _, err := regexp.Compile(re); err != nil {
+				// Compiled as newUser will compile it.
+				if _, err := regexp.Compile(permPattern(re)); err != nil {
 					return fmt.Errorf("broker: user %q vhost %q: %w", u.Name, vh, err)
 				}
 			}

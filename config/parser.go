@@ -98,7 +98,7 @@ func parse(name string, r io.Reader) (*layer, error) {
 	text = strings.TrimSuffix(text, "\n")
 	for raw := range strings.SplitSeq(text, "\n") {
 		lineno++
-		line := strings.TrimRightFunc(raw, unicode.IsSpace)
+		line := strings.TrimRightFunc(raw, isPySpace)
 		switch {
 		case line == "":
 			// Blank line, ends multi-line values.
@@ -111,7 +111,7 @@ func parse(name string, r io.Reader) (*layer, error) {
 			if key == "" {
 				return nil, perr("unexpected continuation line", line)
 			}
-			parts = append(parts, strings.TrimLeftFunc(line, unicode.IsSpace))
+			parts = append(parts, strings.TrimLeftFunc(line, isPySpace))
 			continue
 		}
 		if key != "" {
@@ -148,6 +148,12 @@ func parse(name string, r io.Reader) (*layer, error) {
 	return l, nil
 }
 
+// isPySpace is Python's str.isspace for one character, which oslo's
+// strip() calls use: Go's whitespace plus the separators U+001C to U+001F.
+func isPySpace(r rune) bool {
+	return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f
+}
+
 // splitKeyValue splits at the first '=' or ':', whichever comes first, trims
 // both sides and strips one pair of matching quotes around the value.
 func splitKeyValue(line string) (key, val string, ok bool) {
@@ -155,8 +161,8 @@ func splitKeyValue(line string) (key, val string, ok bool) {
 	if i < 0 {
 		return "", "", false
 	}
-	key = strings.TrimSpace(line[:i])
-	val = strings.TrimSpace(line[i+1:])
+	key = strings.TrimFunc(line[:i], isPySpace)
+	val = strings.TrimFunc(line[i+1:], isPySpace)
 	if len(val) >= 1 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {
 		// Python's value[1:-1] on a one-character value gives "".
 		if len(val) == 1 {

@@ -17,7 +17,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,8 +38,10 @@ var (
 )
 
 func open(_ context.Context, u *url.URL, opts driver.Options) (driver.Driver, error) {
-	for k := range u.Query() {
-		return nil, fmt.Errorf("memory: unknown option %q in transport_url", k)
+	if q := u.Query(); len(q) > 0 {
+		// The first in sorted order, so the same URL gives the same error.
+		keys := slices.Sorted(maps.Keys(q))
+		return nil, fmt.Errorf("memory: unknown option %q in transport_url", keys[0])
 	}
 	worldsMu.Lock()
 	defer worldsMu.Unlock()

@@ -352,7 +352,11 @@ func splitHost(part string, escaped bool) (Host, error) {
 			return h, fmt.Errorf("rabbit: invalid IPv6 host in transport URL")
 		}
 		host = hostport[1:end]
-		if p, ok := strings.CutPrefix(hostport[end+1:], ":"); ok && p != "" {
+		p, ok := strings.CutPrefix(hostport[end+1:], ":")
+		if !ok && end+1 < len(hostport) {
+			return h, fmt.Errorf("rabbit: invalid IPv6 host in transport URL")
+		}
+		if p != "" {
 			port = p
 		}
 	} else if hh, p, ok := strings.Cut(hostport, ":"); ok {
@@ -360,6 +364,11 @@ func splitHost(part string, escaped bool) (Host, error) {
 		if p != "" {
 			port = p
 		}
+	}
+	// A bracket anywhere else makes an address no dialer reads (Python's
+	// urlsplit refuses it too: "Invalid IPv6 URL").
+	if strings.ContainsAny(host, "[]") {
+		return h, fmt.Errorf("rabbit: invalid host in transport URL")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return h, fmt.Errorf("rabbit: invalid port %q in transport URL", port)

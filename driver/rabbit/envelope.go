@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"sort"
 	"strconv"
@@ -491,6 +492,9 @@ func (m message) context() (map[string]any, error) {
 	return ctx, nil
 }
 
+// maxDurationSeconds is the longest time.Duration, in seconds.
+const maxDurationSeconds = float64(math.MaxInt64) / float64(time.Second)
+
 // incomingRequest is a decoded RPC request.
 type incomingRequest struct {
 	req      driver.Request
@@ -524,7 +528,12 @@ func decodeRequest(m message) (*incomingRequest, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: _timeout is not a number", errMalformed)
 		}
-		if secs > 0 {
+		switch {
+		case secs >= maxDurationSeconds:
+			// Past what a Duration holds, the conversion would wrap
+			// negative and turn call monitoring off.
+			in.monitor = math.MaxInt64
+		case secs > 0:
 			in.monitor = time.Duration(secs * float64(time.Second))
 		}
 	}
