@@ -177,7 +177,7 @@ func (e *exchange) routeOwn(rk string, headers func() amqp091.Table, out *routeR
 			visit(b)
 		}
 	case kindTopic:
-		e.topic.match(rk, 0, visit)
+		e.topic.match(rk, visit)
 	case kindHeaders:
 		out.usedHeaders = true
 		h := headers()
@@ -324,7 +324,7 @@ type topicNode struct {
 }
 
 func (n *topicNode) insert(key string, b *binding) {
-	for _, w := range strings.Split(key, ".") {
+	for _, w := range topicKeyWords(key) {
 		if n.children == nil {
 			n.children = map[string]*topicNode{}
 		}
@@ -339,7 +339,7 @@ func (n *topicNode) insert(key string, b *binding) {
 }
 
 func (n *topicNode) remove(key string, b *binding) {
-	words := strings.Split(key, ".")
+	words := topicKeyWords(key)
 	path := []*topicNode{n}
 	for _, w := range words {
 		n = n.children[w]
@@ -359,15 +359,59 @@ func (n *topicNode) remove(key string, b *binding) {
 	}
 }
 
-// match visits the bindings whose keys match rk from byte offset pos; pos
+// topicKeyWords splits a binding key into words. As in RabbitMQ, "" is no
+// words at all: it matches routing key "" only (and "#" matches both).
+func topicKeyWords(key string) []string {
+	if key == "" {
+		return nil
+	}
+	return strings.Split(key, ".")
+}
+
+// match visits the bindings whose keys match rk (a binding may be visited
+// more than once).
+func (n *topicNode) match(rk string, visit func(*binding)) {
+	m := topicMatcher{rk: rk, visit: visit}
+	pos := 0
+	if rk == "" {
+		pos = 1 // no words: as if every word were consumed
+	}
+	m.match(n, pos)
+}
+
+// topicMatcher walks the trie for one routing key. Each "#" tries every
+// number of words, so keys with several "#" reach the same node at the same
+// position by many paths: once one "#" has been expanded, each (node,
+// position) state is walked once, which keeps a match polynomial in the key
+// length (a 40-word key against "#.#.#.#.#.#.#.#" took 78 s before).
+type topicMatcher struct {
+	rk    string
+	visit func(*binding)
+	seen  map[topicState]struct{} // nil until a "#" is expanded
+}
+
+type topicState struct {
+	n   *topicNode
+	pos int
+}
+
+// match visits from node n at byte offset pos of the routing key; pos
 // beyond len(rk) means every word has been consumed.
-func (n *topicNode) match(rk string, pos int, visit func(*binding)) {
+func (m *topicMatcher) match(n *topicNode, pos int) {
+	if m.seen != nil {
+		st := topicState{n, pos}
+		if _, done := m.seen[st]; done {
+			return
+		}
+		m.seen[st] = struct{}{}
+	}
+	rk := m.rk
 	if pos > len(rk) {
 		for _, b := range n.bindings {
-			visit(b)
+			m.visit(b)
 		}
 		if h := n.children["#"]; h != nil {
-			h.match(rk, pos, visit)
+			m.match(h, pos)
 		}
 		return
 	}
@@ -381,16 +425,19 @@ func (n *topicNode) match(rk string, pos int, visit func(*binding)) {
 		end += pos
 	}
 	if c := n.children[rk[pos:end]]; c != nil {
-		c.match(rk, end+1, visit)
+		m.match(c, end+1)
 	}
 	if c := n.children["*"]; c != nil {
-		c.match(rk, end+1, visit)
+		m.match(c, end+1)
 	}
 	if h := n.children["#"]; h != nil {
+		if m.seen == nil {
+			m.seen = map[topicState]struct{}{}
+		}
 		// "#" swallows zero or more words.
 		p := pos
 		for {
-			h.match(rk, p, visit)
+			m.match(h, p)
 			if p > len(rk) {
 				break
 			}
