@@ -77,6 +77,12 @@ func writeINI(l *layer) string {
 		for k, vals := range keys {
 			for _, v := range vals {
 				parts := strings.Split(v.s, "\n")
+				if strings.ContainsRune("#;[", rune(k[0])) {
+					// A key read from "\x1c#k = v" (the separator is
+					// stripped, as oslo.config strips it) would start a
+					// comment or a section if written bare.
+					b.WriteString("\x1c")
+				}
 				b.WriteString(k + " = \"" + parts[0] + "\"\n")
 				for _, p := range parts[1:] {
 					b.WriteString("    " + p + "\n")
