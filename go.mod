@@ -1,4 +1,4 @@
-module oslogo
+module github.com/oslogo/oslogo
 
 go 1.26.0
 

@@ -11,7 +11,7 @@ import (
 	"net"
 	"regexp"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // HashPassword returns password hashed in RabbitMQ's

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"sync"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 type unackedRec struct {

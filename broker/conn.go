@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
-	"oslogo/internal/rawsock"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/internal/rawsock"
 )
 
 // outHighWater is the output backlog above which queues stop delivering to

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"oslogo/broker/internal/amqp091"
 )
 
 // queueDepth returns the number of ready messages in a queue.

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // Errors returned by the Server's methods.

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )

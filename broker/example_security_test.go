@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )

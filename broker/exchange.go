@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // Exchange types.

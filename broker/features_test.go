@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // fuzzFrames turns fuzz input into well-delimited frames, so the fuzzer

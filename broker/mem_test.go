@@ -8,7 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 func heapInuse() int64 {

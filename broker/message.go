@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // message is one published message, shared (read-only) by every queue it

@@ -3,7 +3,7 @@ package broker
 import (
 	"strings"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 func (ch *channel) handleMethod(m amqp091.Method) *amqpError {

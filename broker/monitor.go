@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 
 	amqpclient "github.com/rabbitmq/amqp091-go"
 )

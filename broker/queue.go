@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // qentry is a message's place in one queue. An entry with m set holds the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 func TestTopicTrie(t *testing.T) {

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"oslogo/broker/internal/amqp091"
 )
 
 // logBuffer collects a broker's log lines for inspection.

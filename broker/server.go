@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // Server is an embedded AMQP 0-9-1 broker.

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // Storage layout (see docs/BROKER.md):

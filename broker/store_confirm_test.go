@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 // rawPublish sends a persistent message to queue through the default

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"oslogo/broker/internal/amqp091"
+	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
 
 type vhost struct {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"oslogo/config"
+	"github.com/oslogo/oslogo/config"
 )
 
 // An application declares its own option next to oslo.messaging's, reads

@@ -7,10 +7,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"oslogo/broker"
-	"oslogo/driver"
-	"oslogo/driver/drivertest"
-	"oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/driver/drivertest"
+	"github.com/oslogo/oslogo/driver/rabbit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // fillDuration is how long the notification queue fills

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // The cluster's nodes: names f1..f3@host, AMQP ports 5781..5783,

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // durableOpts are driver options for load that must survive a broker

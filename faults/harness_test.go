@@ -22,9 +22,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	_ "oslogo/driver/rabbit"
-	"oslogo/internal/testrabbit"
-	"oslogo/messaging"
+	_ "github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/internal/testrabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // oslogoBin is the oslogo binary the broker scenarios run (built once).
@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	oslogoBin = filepath.Join(dir, "oslogo")
-	build := exec.Command("go", "build", "-o", oslogoBin, "oslogo/cmd/oslogo")
+	build := exec.Command("go", "build", "-o", oslogoBin, "github.com/oslogo/oslogo/cmd/oslogo")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build oslogo:", err)

@@ -11,8 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"oslogo/internal/faultproxy"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/internal/faultproxy"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // heartbeatS is heartbeat_timeout_threshold for the network scenarios.

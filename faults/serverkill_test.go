@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/internal/testrabbit"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/internal/testrabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // childServerEnv makes the test binary run one RPC server (the transport

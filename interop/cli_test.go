@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/driver/rabbit"
 )
 
 // buildCLI builds the oslogo binary into a temporary directory.
 func buildCLI(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "oslogo")
-	cmd := exec.Command("go", "build", "-o", bin, "oslogo/cmd/oslogo")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/oslogo/oslogo/cmd/oslogo")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

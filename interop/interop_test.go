@@ -16,9 +16,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	_ "oslogo/driver/rabbit"
-	"oslogo/internal/testrabbit"
-	"oslogo/messaging"
+	_ "github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/internal/testrabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func TestMain(m *testing.M) {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // RPCClient invokes methods on RPC servers: Call waits for the result, Cast

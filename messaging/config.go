@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"oslogo/config"
+	"github.com/oslogo/oslogo/config"
 )
 
 // DefaultTransportURL is used when no transport_url is configured. It is

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/config"
+	"github.com/oslogo/oslogo/config"
 )
 
 func TestTransportConfigFrom(t *testing.T) {

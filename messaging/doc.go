@@ -26,5 +26,5 @@
 // Transports other than memory:// register themselves when their package
 // is imported, as database/sql drivers do:
 //
-//	import _ "oslogo/driver/rabbit"
+//	import _ "github.com/oslogo/oslogo/driver/rabbit"
 package messaging

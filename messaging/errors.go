@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // Sentinel errors, named after oslo.messaging's exception classes. Test for

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // openExample opens an in-process transport; with RabbitMQ it would be

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 
-	_ "oslogo/driver/rabbit" // rabbit:// and kombu://
+	_ "github.com/oslogo/oslogo/driver/rabbit" // rabbit:// and kombu://
 )
 
 // rotate maps letters and digits onto other letters and digits and leaves

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // NotificationResult is what a notification handler decides.

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

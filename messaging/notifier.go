@@ -15,7 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // Priority is a notification priority, lower case as in oslo's method names.

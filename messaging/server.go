@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // PingMethod is the method every RPCServer answers with "pong" (oslo's

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/driver"
-	_ "oslogo/driver/memory" // memory:// and fake:// are always available
+	"github.com/oslogo/oslogo/driver"
+	_ "github.com/oslogo/oslogo/driver/memory" // memory:// and fake:// are always available
 )
 
 // Defaults of oslo.messaging's [DEFAULT] and [oslo_messaging_notifications]

@@ -14,8 +14,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver/rabbit"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func init() {

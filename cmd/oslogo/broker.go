@@ -11,7 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 )
 
 func init() {

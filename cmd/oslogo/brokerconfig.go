@@ -13,7 +13,7 @@ import (
 	"sort"
 	"strings"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 
 	"github.com/BurntSushi/toml"
 )

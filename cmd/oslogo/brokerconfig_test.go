@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )

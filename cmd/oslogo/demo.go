@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/broker"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func init() {

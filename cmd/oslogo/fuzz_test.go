@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"oslogo/broker"
+	"github.com/oslogo/oslogo/broker"
 )
 
 // rotate maps letters and digits onto other letters and digits and leaves

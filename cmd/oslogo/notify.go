@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func init() {

@@ -6,7 +6,7 @@ import (
 	"flag"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func init() {

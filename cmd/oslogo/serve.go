@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func init() {

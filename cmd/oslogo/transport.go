@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 
-	"oslogo/config"
-	_ "oslogo/driver/rabbit" // rabbit:// and kombu://
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/config"
+	_ "github.com/oslogo/oslogo/driver/rabbit" // rabbit:// and kombu://
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // transportFlags are the flags every messaging command shares: where the

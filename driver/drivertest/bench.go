@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // RunBenchmarks measures calls (sequential and parallel), casts and

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // Harness tells the suite how to get drivers.

@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 func init() {

@@ -5,9 +5,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"oslogo/driver"
-	"oslogo/driver/drivertest"
-	"oslogo/driver/memory"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/driver/drivertest"
+	"github.com/oslogo/oslogo/driver/memory"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // TestSendSlotBacksOff: while the broker refuses every connection, a send

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver/rabbit"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 // BenchmarkMessagingCall measures calls through the public API on

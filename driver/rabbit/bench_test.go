@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // BenchmarkDriverCall measures calls through the driver alone (no

@@ -17,7 +17,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // dialer opens AMQP connections to the hosts of one transport URL, with

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // TestConcurrentDeclareAndPublish runs the declarations a first

@@ -13,8 +13,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/broker"
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // silentHost is a TCP listener that accepts connections and never says a

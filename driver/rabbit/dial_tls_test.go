@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker"
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // TestTLSDialDeadline: with ssl on, a host that accepts TCP and never

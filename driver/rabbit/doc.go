@@ -4,7 +4,7 @@
 // Importing the package registers the "rabbit" and "kombu" schemes with
 // the driver registry:
 //
-//	import _ "oslogo/driver/rabbit"
+//	import _ "github.com/oslogo/oslogo/driver/rabbit"
 //
 // What goes on the wire follows oslo.messaging exactly: the 2.0 envelope
 // with oslo.message as a JSON string written in Python's json.dumps style,

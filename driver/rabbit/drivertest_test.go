@@ -3,8 +3,8 @@ package rabbit
 import (
 	"testing"
 
-	"oslogo/driver"
-	"oslogo/driver/drivertest"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/driver/drivertest"
 )
 
 func harness() drivertest.Harness {

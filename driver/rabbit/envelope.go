@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // Wire constants of oslo.messaging's message format 2.0.

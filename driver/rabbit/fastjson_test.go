@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 var fastJSONCorpus = []string{

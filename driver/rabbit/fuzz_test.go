@@ -18,7 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // Fuzz targets of the oslo message codec and the transport URL parser

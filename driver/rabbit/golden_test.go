@@ -12,7 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // capture is one line of the RabbitMQ firehose captures of Python

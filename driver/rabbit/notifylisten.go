@@ -8,7 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // ListenNotifications consumes notifications for every (target, priority):

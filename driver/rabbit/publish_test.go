@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker"
-	"oslogo/driver"
-	"oslogo/internal/testrabbit"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/internal/testrabbit"
 )
 
 // TestChannelErrorFailsOnlyItsPublisher: while eight callers and a server

@@ -14,7 +14,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 func init() {

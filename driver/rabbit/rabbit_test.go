@@ -18,8 +18,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
-	"oslogo/driver"
-	"oslogo/internal/testrabbit"
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/internal/testrabbit"
 )
 
 func TestMain(m *testing.M) {

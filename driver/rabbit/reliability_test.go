@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"oslogo/broker"
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/broker"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // startEmbeddedBroker starts oslogo's own broker on a free loopback port

@@ -11,7 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"oslogo/driver"
+	"github.com/oslogo/oslogo/driver"
 )
 
 // pubResult is the broker's answer to one publish.

@@ -18,9 +18,9 @@ import (
 	"os"
 	"os/signal"
 
-	"oslogo/config"
-	_ "oslogo/driver/rabbit"
-	"oslogo/messaging"
+	"github.com/oslogo/oslogo/config"
+	_ "github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func main() {

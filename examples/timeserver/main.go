@@ -27,8 +27,8 @@ import (
 	"sync"
 	"time"
 
-	_ "oslogo/driver/rabbit"
-	"oslogo/messaging"
+	_ "github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 func main() {

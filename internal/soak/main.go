@@ -34,8 +34,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	_ "oslogo/driver/rabbit"
-	"oslogo/messaging"
+	_ "github.com/oslogo/oslogo/driver/rabbit"
+	"github.com/oslogo/oslogo/messaging"
 )
 
 type config struct {
