@@ -43,6 +43,8 @@ type serverMonitor struct {
 	startedAt time.Time
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	promSrv   *http.Server // Options.PrometheusAddr (prometheus.go)
+	promLn    net.Listener
 }
 
 // HTTPAddr returns the management HTTP listener's address, or nil.
@@ -63,11 +65,15 @@ func (s *Server) httpAddrLocked() net.Addr {
 // serving goroutine is tracked by s.wg. Caller holds s.mu.
 func (s *Server) startHTTPLocked() error {
 	s.mon.startedAt = time.Now()
+	if err := s.startPrometheusLocked(); err != nil {
+		return err
+	}
 	if s.opts.HTTPAddr == "" {
 		return nil
 	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
+		s.closePrometheusLocked()
 		return fmt.Errorf("broker: listen http: %w", err)
 	}
 	hs := &http.Server{
@@ -93,13 +99,15 @@ func (s *Server) startHTTPLocked() error {
 // broker ends soon.
 func (s *Server) stopHTTP(ctx context.Context) {
 	s.mu.Lock()
-	hs := s.mon.httpSrv
+	servers := []*http.Server{s.mon.httpSrv, s.mon.promSrv}
 	s.mu.Unlock()
-	if hs == nil {
-		return
-	}
-	if err := hs.Shutdown(ctx); err != nil {
-		_ = hs.Close()
+	for _, hs := range servers {
+		if hs == nil {
+			continue
+		}
+		if err := hs.Shutdown(ctx); err != nil {
+			_ = hs.Close()
+		}
 	}
 }
 
@@ -160,6 +168,9 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
+	agg, per := s.prometheusHandler(false), s.prometheusHandler(true)
+	h("GET /metrics", levelMonitoring, func(m *mgmtRequest) { agg.ServeHTTP(m.w, m.r) })
+	h("GET /metrics/per-object", levelMonitoring, func(m *mgmtRequest) { per.ServeHTTP(m.w, m.r) })
 	return mux
 }
 
@@ -439,7 +450,7 @@ func (s *Server) Nodes() []NodeInfo {
 	}
 	return []NodeInfo{{Name: s.NodeName(), Type: "disc", Running: true, OSPid: strconv.Itoa(os.Getpid()),
 		MemUsed: ms.Sys, MemLimit: s.opts.MemoryHighWatermark, MemAlarm: s.alarm.Load(), Uptime: up,
-		Processors: runtime.NumCPU(), RatesMode: "none"}}
+		Processors: runtime.NumCPU(), RatesMode: "basic"}}
 }
 
 func (a *mgmtAPI) nodes(m *mgmtRequest) { m.writeList(a.s.Nodes()) }
