@@ -43,6 +43,8 @@ type serverMonitor struct {
 	startedAt time.Time
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	// rates has its own lock (oslo.go).
+	rates rateSampler
 }
 
 // HTTPAddr returns the management HTTP listener's address, or nil.
@@ -160,6 +162,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
+	h("GET /api/oslo", levelManagement, a.oslo)
+	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
 	return mux
 }
 
@@ -1622,4 +1626,20 @@ func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *mgmtAPI) oslo(m *mgmtRequest) {
+	vh, ok := m.vhostParam(a.s)
+	if !ok {
+		return
+	}
+	z, err := a.s.Osloz(OslozOptions{VHost: vh})
+	if err != nil {
+		writeNotFound(m.w)
+		return
+	}
+	if vh == "" && m.level < levelMonitoring {
+		z.filterVHosts(m.user.vhostAllowed)
+	}
+	writeJSON(m.w, http.StatusOK, z)
 }
