@@ -689,6 +689,7 @@ func (ch *channel) basicGet(m *amqp091.BasicGet) *amqpError {
 		q.stats[StatRedeliver]++
 		ch.mon.stats[StatRedeliver].Add(1)
 	}
+	q.outCount++
 	ch.mu.Lock()
 	ch.nextTag++
 	tag := ch.nextTag

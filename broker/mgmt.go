@@ -45,6 +45,8 @@ type serverMonitor struct {
 	httpLn    net.Listener
 	promSrv   *http.Server // Options.PrometheusAddr (prometheus.go)
 	promLn    net.Listener
+	// rates has its own lock (oslo.go).
+	rates rateSampler
 }
 
 // HTTPAddr returns the management HTTP listener's address, or nil.
@@ -171,6 +173,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	agg, per := s.prometheusHandler(false), s.prometheusHandler(true)
 	h("GET /metrics", levelMonitoring, func(m *mgmtRequest) { agg.ServeHTTP(m.w, m.r) })
 	h("GET /metrics/per-object", levelMonitoring, func(m *mgmtRequest) { per.ServeHTTP(m.w, m.r) })
+	h("GET /api/oslo", levelManagement, a.oslo)
+	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
 	return mux
 }
 
@@ -1633,4 +1637,20 @@ func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *mgmtAPI) oslo(m *mgmtRequest) {
+	vh, ok := m.vhostParam(a.s)
+	if !ok {
+		return
+	}
+	z, err := a.s.Osloz(OslozOptions{VHost: vh})
+	if err != nil {
+		writeNotFound(m.w)
+		return
+	}
+	if vh == "" && m.level < levelMonitoring {
+		z.filterVHosts(m.user.vhostAllowed)
+	}
+	writeJSON(m.w, http.StatusOK, z)
 }

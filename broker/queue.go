@@ -25,6 +25,9 @@ type qentry struct {
 	// deliveries counts returns to the queue (quorum x-delivery-count).
 	deliveries  uint32
 	redelivered bool
+	// queuedAt is the unix-ms time the entry joined the ready list (the
+	// oslo view's oldest waiting message); set by pushLocked.
+	queuedAt int64
 }
 
 func (e *qentry) bodySize() int64 {
@@ -85,6 +88,10 @@ type queue struct {
 	useGen        uint64
 	// stats are the queue's message counters (stats.go).
 	stats msgCounts
+	// inCount counts messages the queue accepted, outCount those it
+	// handed to a consumer or basic.get (the oslo view's rates, oslo.go).
+	inCount  uint64
+	outCount uint64
 }
 
 type consumer struct {
@@ -126,6 +133,9 @@ func (q *queue) pushLocked(e qentry, front bool) {
 			q.pageOutReadyLocked()
 		}
 		q.pageOutLocked(&e)
+	}
+	if e.queuedAt == 0 {
+		e.queuedAt = nowMS()
 	}
 	if front {
 		lv.PushFront(e)
@@ -353,6 +363,7 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 	}
 	q.stats[StatPublish]++
 	m.hold(q.vh.srv)
+	q.inCount++
 	if q.readyCount == 0 && len(q.consumers) > 0 {
 		if q.deliverLocked(&e, &dls, via) {
 			q.mu.Unlock()
@@ -456,6 +467,7 @@ func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
 	if e.redelivered {
 		q.stats[StatRedeliver]++
 	}
+	q.outCount++
 	if noAck {
 		q.stats[StatDeliverNoAck]++
 		q.forgetLocked(*e)
