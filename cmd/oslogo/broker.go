@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,16 +21,21 @@ func init() {
 }
 
 func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
-	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--http 127.0.0.1:15672] [--data DIR] [--config-file F]")
-	addr := fs.String("amqp", "", "AMQP listen address (default 127.0.0.1:5672)")
-	data := fs.String("data", "", "data directory for durable state (default: memory only)")
+	fs := newFlagSet(env, "broker", "[flags]\n\nFlags override the --config-file, which overrides the defaults shown.")
+	addr := fs.String("amqp", broker.DefaultOptions().AMQPAddr, "AMQP listen address")
+	data := fs.String("data", "", "data directory for durable state (default: none, everything in memory)")
 	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
-	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
-	verbose := fs.Bool("v", false, "log at debug level")
-	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
+	promAddr := fs.String("prometheus", "", "Prometheus /metrics listen address, no authentication, e.g. 127.0.0.1:15692 (default: off; the --http listener serves /metrics to monitoring users)")
+	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits, see docs/oslogo-broker.toml (default: none)")
+	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warning or error")
+	verbose := fs.Bool("v", false, "log at debug level, as --log-level debug (default: off)")
+	profile := fs.String("profile", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *profile != "" {
 		addr, stop, err := serveProfiles(*profile)
 		if err != nil {
@@ -39,28 +46,46 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
+	format := "text"
 	if *cfgFile != "" {
 		data, err := os.ReadFile(*cfgFile)
 		if err != nil {
 			return usageError(fmt.Errorf("config file: %w", err))
 		}
-		if err := applyBrokerFile(string(data), &opts, &level); err != nil {
+		if err := applyBrokerFileLog(string(data), &opts, &level, &format); err != nil {
 			return usageError(fmt.Errorf("config file %s: %w", *cfgFile, err))
 		}
 	}
-	if *addr != "" {
+	if set["amqp"] {
 		opts.AMQPAddr = *addr
 	}
-	if *data != "" {
+	if set["data"] {
 		opts.DataDir = *data
 	}
-	if *httpAddr != "" {
+	if set["http"] {
 		opts.HTTPAddr = *httpAddr
+	}
+	if set["prometheus"] {
+		opts.PrometheusAddr = *promAddr
+	}
+	if set["log-level"] {
+		l, ok := parseLogLevel(*logLevel)
+		if !ok {
+			return usageError(fmt.Errorf("--log-level %q is not one of debug, info, warning, error", *logLevel))
+		}
+		level = l
 	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	if set["log-format"] {
+		format = *logFormat
+	}
+	logger, err := newLogger(env.stderr, format, level)
+	if err != nil {
+		return usageError(err)
+	}
+	opts.Logger = logger
 	srv, err := broker.New(opts)
 	if err != nil {
 		return usageError(err)
@@ -75,6 +100,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
 	if a := srv.HTTPAddr(); a != nil {
 		fmt.Fprintf(env.stdout, "management API on http://%s/api/\n", a)
+	}
+	if a := srv.PrometheusAddr(); a != nil {
+		fmt.Fprintf(env.stdout, "Prometheus metrics on http://%s/metrics\n", a)
 	}
 	if ta := srv.TLSAddr(); ta != nil {
 		fmt.Fprintf(env.stdout, "oslogo broker listening on amqps://%s\n", ta)
@@ -125,4 +153,32 @@ func goMemoryLimit(watermark int64) (int64, bool) {
 		return 0, false
 	}
 	return watermark + watermark/2 + 64<<20, true
+}
+
+// newLogger returns the broker's logger: slog's text or JSON handler on w
+// (stderr; systemd's journal takes either), at level.
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	ho := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("log format %q is not text or json", format)
+}
+
+// parseLogLevel reads debug, info, warning (or warn) and error.
+func parseLogLevel(s string) (slog.Level, bool) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warning", "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
 }
