@@ -12,7 +12,8 @@ import (
 // statsTraffic publishes 137 messages through amq.topic to queue "st",
 // 3 mandatory and 2 non-mandatory unroutable ones, all confirmed; a
 // consumer takes 100 and acks them; basic.get takes one with ack (acked)
-// and one without (35 stay ready), and a get on the empty queue
+// and one without, one with ack that is nacked with requeue and got again
+// without ack, redelivered (34 stay ready); a get on the empty queue
 // "st.empty" counts get_empty. It returns the publishing connection.
 func statsTraffic(t *testing.T, amqpURL string) *amqp.Connection {
 	t.Helper()
@@ -94,6 +95,17 @@ func statsTraffic(t *testing.T, amqpURL string) *amqp.Connection {
 	if _, ok, err := gch.Get("st", true); err != nil || !ok {
 		t.Fatalf("get no-ack: %v %v", ok, err)
 	}
+	// One more get, nacked with requeue, and got again: redelivered.
+	m, ok, err = gch.Get("st", false)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if err := m.Nack(false, true); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok, err := gch.Get("st", true); err != nil || !ok || !m.Redelivered {
+		t.Fatalf("get of the requeued message: %v %v redelivered %v", ok, err, m.Redelivered)
+	}
 	if _, ok, err := gch.Get("st.empty", true); err != nil || ok {
 		t.Fatalf("get empty: %v %v", ok, err)
 	}
@@ -123,8 +135,8 @@ func TestMgmtMessageStats(t *testing.T) {
 	var q QueueInfo
 	c.getJSON("/api/queues/%2F/st", &q)
 	wantCounts(t, "queue", q.MessageStats, map[Stat]uint64{StatPublish: 137, StatDeliver: 100, StatDeliverNoAck: 0,
-		StatGet: 1, StatGetNoAck: 1, StatAck: 101, StatRedeliver: 0})
-	if q.MessageStats.DeliverGet() != 102 || q.MessagesReady != 35 {
+		StatGet: 2, StatGetNoAck: 2, StatAck: 101, StatRedeliver: 1})
+	if q.MessageStats.DeliverGet() != 104 || q.MessagesReady != 34 {
 		t.Errorf("queue: deliver_get %d, ready %d", q.MessageStats.DeliverGet(), q.MessagesReady)
 	}
 	var qe QueueInfo
@@ -152,12 +164,12 @@ func TestMgmtMessageStats(t *testing.T) {
 	}
 	wantCounts(t, "publishing channel", pub.MessageStats, map[Stat]uint64{StatPublish: 142, StatConfirm: 142,
 		StatReturnUnroutable: 3, StatDropUnroutable: 2, StatDeliver: 0})
-	if ack != 101 || get != 2 {
+	if ack != 101 || get != 4 {
 		t.Errorf("channels: ack %d, get %d", ack, get)
 	}
 
 	vhostWant := map[Stat]uint64{StatPublish: 142, StatConfirm: 142, StatReturnUnroutable: 3, StatDropUnroutable: 2,
-		StatDeliver: 100, StatGet: 1, StatGetNoAck: 1, StatGetEmpty: 1, StatAck: 101}
+		StatDeliver: 100, StatGet: 2, StatGetNoAck: 2, StatGetEmpty: 1, StatAck: 101, StatRedeliver: 1}
 	check := func(when string) {
 		t.Helper()
 		var vh VHostInfo
@@ -169,7 +181,7 @@ func TestMgmtMessageStats(t *testing.T) {
 		var o Overview
 		c.getJSON("/api/overview", &o)
 		wantCounts(t, when+": overview", o.MessageStats, vhostWant)
-		if o.QueueTotals.MessagesReady != 35 || o.ChurnRates.QueueDeclared < 2 || o.ChurnRates.ConnectionCreated < 2 {
+		if o.QueueTotals.MessagesReady != 34 || o.ChurnRates.QueueDeclared < 2 || o.ChurnRates.ConnectionCreated < 2 {
 			t.Errorf("%s: overview %+v %+v", when, o.QueueTotals, o.ChurnRates)
 		}
 	}
@@ -210,15 +222,15 @@ func TestMessageRates(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := qs[0]
-	// 137 in, 102 out in 5 s; 35 ready.
-	if r := q.MessageStats.Rates; r[StatPublish] != 137.0/5 || r[StatDeliver] != 100.0/5 || r[StatAck] != 101.0/5 || r[StatGet] != 1.0/5 {
+	// 137 in, 103 out in 5 s; 34 ready.
+	if r := q.MessageStats.Rates; r[StatPublish] != 137.0/5 || r[StatDeliver] != 100.0/5 || r[StatAck] != 101.0/5 || r[StatGet] != 2.0/5 {
 		t.Errorf("queue rates %v", r)
 	}
-	if q.MessagesReadyDetails.Rate != 7 || q.MessagesDetails.Rate != 7 || q.MessagesUnacknowledgedDetails.Rate != 0 {
+	if q.MessagesReadyDetails.Rate != 6.8 || q.MessagesDetails.Rate != 6.8 || q.MessagesUnacknowledgedDetails.Rate != 0 {
 		t.Errorf("queue depth rates %+v %+v %+v", q.MessagesDetails, q.MessagesReadyDetails, q.MessagesUnacknowledgedDetails)
 	}
 	o := s.Overview()
-	if o.MessageStats.Rates[StatPublish] != 142.0/5 || o.QueueTotals.MessagesReadyDetails.Rate != 7 {
+	if o.MessageStats.Rates[StatPublish] != 142.0/5 || o.QueueTotals.MessagesReadyDetails.Rate != 6.8 {
 		t.Errorf("overview rates %v %+v", o.MessageStats.Rates, o.QueueTotals)
 	}
 	conns, err := s.Connections(ConnectionsOptions{})
