@@ -121,6 +121,10 @@ func (s *Server) ManagementHandler() http.Handler {
 	h := func(pattern string, need tagLevel, f func(*mgmtRequest)) {
 		mux.handle(pattern, func(w http.ResponseWriter, r *http.Request) { a.serve(w, r, need, f) })
 	}
+	// Prometheus metrics (prometheus.go), for monitoring users.
+	agg, per := s.prometheusHandler(false), s.prometheusHandler(true)
+	h("GET /metrics", levelMonitoring, func(m *mgmtRequest) { agg.ServeHTTP(m.w, m.r) })
+	h("GET /metrics/per-object", levelMonitoring, func(m *mgmtRequest) { per.ServeHTTP(m.w, m.r) })
 	h("GET /api/overview", levelManagement, a.overview)
 	h("GET /api/whoami", levelManagement, a.whoami)
 	h("GET /api/health/checks/alarms", levelManagement, a.alarms)
@@ -170,9 +174,6 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
-	agg, per := s.prometheusHandler(false), s.prometheusHandler(true)
-	h("GET /metrics", levelMonitoring, func(m *mgmtRequest) { agg.ServeHTTP(m.w, m.r) })
-	h("GET /metrics/per-object", levelMonitoring, func(m *mgmtRequest) { per.ServeHTTP(m.w, m.r) })
 	h("GET /api/oslo", levelManagement, a.oslo)
 	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
 	return mux

@@ -27,6 +27,9 @@ type Options struct {
 	// 15692; "" disables it. The management listener serves the same
 	// paths to users with the monitoring tag.
 	PrometheusAddr string
+	// StatsInterval is how often the message rates of the management API
+	// are sampled (RabbitMQ's collect_statistics_interval); 0 means 5 s.
+	StatsInterval time.Duration
 	// TLSConfig configures the TLS listener.
 	TLSConfig *tls.Config
 	// DataDir holds durable definitions and persistent messages; "" keeps
@@ -82,9 +85,6 @@ type Options struct {
 	// SyncInterval delays fsync so more writes share it; 0 syncs as soon
 	// as the previous sync ends (group commit).
 	SyncInterval time.Duration
-	// StatsInterval is how often the message rates of the management API
-	// are sampled (RabbitMQ's collect_statistics_interval); 0 means 5 s.
-	StatsInterval time.Duration
 
 	// segmentLimit overrides the size at which the message log rotates
 	// (tests use small segments).

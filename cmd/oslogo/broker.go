@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/oslogo/oslogo/broker"
@@ -21,16 +22,17 @@ func init() {
 }
 
 func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
-	fs := newFlagSet(env, "broker", "[flags]\n\nFlags override the --config-file, which overrides the defaults shown.")
-	addr := fs.String("amqp", broker.DefaultOptions().AMQPAddr, "AMQP listen address")
-	data := fs.String("data", "", "data directory for durable state (default: none, everything in memory)")
+	fs := newFlagSet(env, "broker", "[--amqp 127.0.0.1:5672] [--http 127.0.0.1:15672] [--data DIR] [--config-file F]")
+	addr := fs.String("amqp", "", "AMQP listen address (default 127.0.0.1:5672)")
+	data := fs.String("data", "", "data directory for durable state (default: memory only)")
 	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
+	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
+	verbose := fs.Bool("v", false, "log at debug level")
+	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	promAddr := fs.String("prometheus", "", "Prometheus /metrics listen address, no authentication, e.g. 127.0.0.1:15692 (default: off; the --http listener serves /metrics to monitoring users)")
-	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits, see docs/oslogo-broker.toml (default: none)")
 	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warning or error")
-	verbose := fs.Bool("v", false, "log at debug level, as --log-level debug (default: off)")
-	profile := fs.String("profile", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (default: off)")
+	usages[fs] = func() { brokerHelp(env.stdout, fs) }
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
@@ -56,16 +58,16 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageError(fmt.Errorf("config file %s: %w", *cfgFile, err))
 		}
 	}
-	if set["amqp"] {
+	if *addr != "" {
 		opts.AMQPAddr = *addr
 	}
-	if set["data"] {
+	if *data != "" {
 		opts.DataDir = *data
 	}
-	if set["http"] {
+	if *httpAddr != "" {
 		opts.HTTPAddr = *httpAddr
 	}
-	if set["prometheus"] {
+	if *promAddr != "" {
 		opts.PrometheusAddr = *promAddr
 	}
 	if set["log-level"] {
@@ -75,17 +77,20 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 		level = l
 	}
+	if set["log-format"] {
+		if *logFormat != "text" && *logFormat != "json" {
+			return usageError(fmt.Errorf("--log-format %q is not text or json", *logFormat))
+		}
+		format = *logFormat
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	if set["log-format"] {
-		format = *logFormat
+	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	if format == "json" {
+		// One JSON object per line, for the journal and log shippers.
+		opts.Logger = slog.New(slog.NewJSONHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	}
-	logger, err := newLogger(env.stderr, format, level)
-	if err != nil {
-		return usageError(err)
-	}
-	opts.Logger = logger
 	srv, err := broker.New(opts)
 	if err != nil {
 		return usageError(err)
@@ -155,19 +160,6 @@ func goMemoryLimit(watermark int64) (int64, bool) {
 	return watermark + watermark/2 + 64<<20, true
 }
 
-// newLogger returns the broker's logger: slog's text or JSON handler on w
-// (stderr; systemd's journal takes either), at level.
-func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
-	ho := &slog.HandlerOptions{Level: level}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, ho)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, ho)), nil
-	}
-	return nil, fmt.Errorf("log format %q is not text or json", format)
-}
-
 // parseLogLevel reads debug, info, warning (or warn) and error.
 func parseLogLevel(s string) (slog.Level, bool) {
 	switch s {
@@ -181,4 +173,28 @@ func parseLogLevel(s string) (slog.Level, bool) {
 		return slog.LevelError, true
 	}
 	return 0, false
+}
+
+// brokerHelp prints `oslogo broker --help`: every flag with its default,
+// also those whose default is empty or false, and where the config file
+// fits in.
+func brokerHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, "usage: oslogo broker [flags]\n\n"+
+		"Flags override the --config-file (every key: docs/oslogo-broker.toml), which\n"+
+		"overrides the defaults shown.\n\nflags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		head := "  -" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		switch {
+		case strings.Contains(usage, "(default"):
+		case f.DefValue == "":
+			usage += " (default: none)"
+		default:
+			usage += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", head, usage)
+	})
 }
