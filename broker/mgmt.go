@@ -175,8 +175,9 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
 	h("GET /api/oslo", levelManagement, a.oslo)
+	h("GET /api/counters", levelMonitoring, a.counters)
 	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
-	return mux
+	return withUI(mux)
 }
 
 // mgmtRouter matches "METHOD /a/{x}/b" patterns against the escaped path,
@@ -293,13 +294,17 @@ type mgmtRequest struct {
 func (a *mgmtAPI) serve(w http.ResponseWriter, r *http.Request, need tagLevel, f func(*mgmtRequest)) {
 	name, pass, ok := r.BasicAuth()
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		if !fromWebUI(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	u := a.s.lookupUser(name)
 	if u == nil || !u.checkPassword(pass) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		if !fromWebUI(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		}
 		writeError(w, http.StatusUnauthorized, "not_authorized", "Login failed")
 		return
 	}
@@ -1655,3 +1660,5 @@ func (a *mgmtAPI) oslo(m *mgmtRequest) {
 	}
 	writeJSON(m.w, http.StatusOK, z)
 }
+
+func (a *mgmtAPI) counters(m *mgmtRequest) { writeJSON(m.w, http.StatusOK, a.s.Counters()) }

@@ -10,8 +10,8 @@ import (
 
 // The oslo view: the broker's topology read as oslo.messaging's RabbitMQ
 // driver lays it out (docs/MANAGEMENT.md, "GET /api/oslo"; the naming is
-// in /work/shared/reference/oslo-wire-spec.md sections 2.5, 3.4, 4.2, 5.3
-// and 10). Like the other query methods it holds one lock at a time: a
+// in docs/RABBIT.md, "Topology", and in sections 2.5, 3.4, 4.2, 5.3 and
+// 10 of the oslo wire specification). Like the other query methods it holds one lock at a time: a
 // vhost's read lock to copy the bindings, then each queue's own.
 
 // OslozOptions select what Osloz reports.
