@@ -177,6 +177,7 @@ func (ch *channel) release() {
 	}
 	ch.unackedCount = 0
 	ch.mu.Unlock()
+	ch.foldStats()
 	for _, c := range consumers {
 		if c.q.removeConsumer(c) {
 			c.q.vh.deleteQueue(c.q, "auto-delete")
@@ -268,6 +269,14 @@ func (ch *channel) deliver(c *consumer, q *queue, e *qentry, via *conn) (ok, noA
 	}
 	conn.outMu.Unlock()
 	ch.mu.Unlock()
+	if c.noAck {
+		ch.mon.stats[StatDeliverNoAck].Add(1)
+	} else {
+		ch.mon.stats[StatDeliver].Add(1)
+	}
+	if e.redelivered {
+		ch.mon.stats[StatRedeliver].Add(1)
+	}
 	conn.kick(via)
 	return true, c.noAck
 }
@@ -484,9 +493,15 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 		queues = res.queues
 		*rc = routeCache{version: v, exchange: m.exchange, rk: m.routingKey, queues: queues, valid: !res.usedHeaders}
 	}
+	st := &ch.mon.stats
+	st[StatPublish].Add(1)
+	ex.stats[StatPublishIn].Add(1)
 	if len(queues) == 0 {
 		if mandatory {
+			st[StatReturnUnroutable].Add(1)
 			ch.conn.sendContent(ch.id, &amqp091.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", Exchange: m.exchange, RoutingKey: m.routingKey}, m, nil)
+		} else {
+			st[StatDropUnroutable].Add(1)
 		}
 		if seq != 0 {
 			ch.setConfirm(seq, 1)
@@ -500,6 +515,7 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 		ch.setConfirm(seq, 2)
 		return nil
 	}
+	ex.stats[StatPublishOut].Add(uint64(len(queues)))
 	var now int64
 	stored := false
 	rejected := false
@@ -565,7 +581,7 @@ func (ch *channel) flushConfirms() {
 	if ch.confirmsOff {
 		return
 	}
-	var ackUpTo uint64
+	var ackUpTo, acked uint64
 	for ch.pendingOff < len(ch.pending) {
 		st := ch.pending[ch.pendingOff]
 		if st == 0 {
@@ -575,6 +591,7 @@ func (ch *channel) flushConfirms() {
 		ch.confirmed++
 		if st == 1 {
 			ackUpTo = ch.confirmed
+			acked++
 			continue
 		}
 		if ackUpTo != 0 {
@@ -585,6 +602,9 @@ func (ch *channel) flushConfirms() {
 	}
 	if ackUpTo != 0 {
 		ch.sendAck(ackUpTo)
+	}
+	if acked != 0 {
+		ch.mon.stats[StatConfirm].Add(acked)
 	}
 	if ch.pendingOff == len(ch.pending) {
 		ch.pending = ch.pending[:0]
@@ -667,6 +687,9 @@ func (ch *channel) doAck(tag uint64, multiple bool, kind int) *amqpError {
 	recs, err := ch.takeAcked(tag, multiple)
 	if err != nil {
 		return err
+	}
+	if kind == ackOK && len(recs) > 0 {
+		ch.mon.stats[StatAck].Add(uint64(len(recs)))
 	}
 	ch.settleRecs(recs, kind)
 	if ch.globalPrefetch > 0 || kind == ackRequeue {

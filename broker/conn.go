@@ -178,6 +178,7 @@ func (c *conn) cleanup() {
 	c.outMu.Lock()
 	c.out, c.spare, c.flushDone = nil, nil, true
 	c.outMu.Unlock()
+	c.foldStats()
 	c.srv.removeConn(c)
 }
 
@@ -856,6 +857,9 @@ func (c *conn) handleFrame(f amqp091.Frame) bool {
 		}
 		c.channels[f.Channel] = newChannel(c, f.Channel)
 		c.mon.addChannel(c.channels[f.Channel])
+		if !c.mon.internal.Load() {
+			c.srv.churn.chanCreated.Add(1)
+		}
 		c.send(f.Channel, &amqp091.ChannelOpenOk{})
 		return false
 	}

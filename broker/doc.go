@@ -13,5 +13,6 @@
 // routing publishes, delivering straight into consumers' output buffers)
 // and one writer goroutine that flushes its buffer in batches. Lock order:
 // vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu,
-// channel.confirmMu and the management API's connMonitor.mu are leaves.
+// channel.confirmMu and the management API's connMonitor.mu are leaves;
+// vhost.statsMu (stats.go) is taken alone or before connMonitor.mu.
 package broker

@@ -30,6 +30,9 @@ type exchange struct {
 	bindings []*binding
 	direct   map[string][]*binding
 	topic    *topicNode
+
+	// stats count publish_in and publish_out (stats.go).
+	stats atomicCounts
 }
 
 // binding routes from src to a queue or, for exchange-to-exchange

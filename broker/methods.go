@@ -441,6 +441,7 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 		}
 	}
 	spec := queueSpec{name: name, durable: m.Durable, exclusive: m.Exclusive, autoDelet: m.AutoDelete, args: m.Arguments}
+	vh.srv.churn.queueDeclared.Add(1)
 	vh.mu.Lock()
 	q := vh.queues[name]
 	if q != nil {
@@ -467,6 +468,7 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 		vh.queues[name] = q
 		vh.bump()
 		vh.mu.Unlock()
+		vh.srv.churn.queueCreate.Add(1)
 		if q.exclusive {
 			ch.conn.exclusive = append(ch.conn.exclusive, q)
 		}
@@ -669,12 +671,24 @@ func (ch *channel) basicGet(m *amqp091.BasicGet) *amqpError {
 	q.expireLocked(nowMS(), &dls)
 	lv := q.headLocked()
 	if lv < 0 {
+		q.stats[StatGetEmpty]++
 		q.mu.Unlock()
+		ch.mon.stats[StatGetEmpty].Add(1)
 		q.vh.deadLetter(q, dls)
 		ch.conn.send(ch.id, &amqp091.BasicGetEmpty{})
 		return nil
 	}
 	e := q.popLocked(lv)
+	get := StatGet
+	if m.NoAck {
+		get = StatGetNoAck
+	}
+	q.stats[get]++
+	ch.mon.stats[get].Add(1)
+	if e.redelivered {
+		q.stats[StatRedeliver]++
+		ch.mon.stats[StatRedeliver].Add(1)
+	}
 	q.outCount++
 	ch.mu.Lock()
 	ch.nextTag++

@@ -43,6 +43,8 @@ type serverMonitor struct {
 	startedAt time.Time
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	promSrv   *http.Server // Options.PrometheusAddr (prometheus.go)
+	promLn    net.Listener
 	// rates has its own lock (oslo.go).
 	rates rateSampler
 }
@@ -65,11 +67,15 @@ func (s *Server) httpAddrLocked() net.Addr {
 // serving goroutine is tracked by s.wg. Caller holds s.mu.
 func (s *Server) startHTTPLocked() error {
 	s.mon.startedAt = time.Now()
+	if err := s.startPrometheusLocked(); err != nil {
+		return err
+	}
 	if s.opts.HTTPAddr == "" {
 		return nil
 	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
+		s.closePrometheusLocked()
 		return fmt.Errorf("broker: listen http: %w", err)
 	}
 	hs := &http.Server{
@@ -95,13 +101,15 @@ func (s *Server) startHTTPLocked() error {
 // broker ends soon.
 func (s *Server) stopHTTP(ctx context.Context) {
 	s.mu.Lock()
-	hs := s.mon.httpSrv
+	servers := []*http.Server{s.mon.httpSrv, s.mon.promSrv}
 	s.mu.Unlock()
-	if hs == nil {
-		return
-	}
-	if err := hs.Shutdown(ctx); err != nil {
-		_ = hs.Close()
+	for _, hs := range servers {
+		if hs == nil {
+			continue
+		}
+		if err := hs.Shutdown(ctx); err != nil {
+			_ = hs.Close()
+		}
 	}
 }
 
@@ -113,6 +121,10 @@ func (s *Server) ManagementHandler() http.Handler {
 	h := func(pattern string, need tagLevel, f func(*mgmtRequest)) {
 		mux.handle(pattern, func(w http.ResponseWriter, r *http.Request) { a.serve(w, r, need, f) })
 	}
+	// Prometheus metrics (prometheus.go), for monitoring users.
+	agg, per := s.prometheusHandler(false), s.prometheusHandler(true)
+	h("GET /metrics", levelMonitoring, func(m *mgmtRequest) { agg.ServeHTTP(m.w, m.r) })
+	h("GET /metrics/per-object", levelMonitoring, func(m *mgmtRequest) { per.ServeHTTP(m.w, m.r) })
 	h("GET /api/overview", levelManagement, a.overview)
 	h("GET /api/whoami", levelManagement, a.whoami)
 	h("GET /api/health/checks/alarms", levelManagement, a.alarms)
@@ -448,7 +460,7 @@ func (s *Server) Nodes() []NodeInfo {
 	}
 	return []NodeInfo{{Name: s.NodeName(), Type: "disc", Running: true, OSPid: strconv.Itoa(os.Getpid()),
 		MemUsed: ms.Sys, MemLimit: s.opts.MemoryHighWatermark, MemAlarm: s.alarm.Load(), Uptime: up,
-		Processors: runtime.NumCPU(), RatesMode: "none"}}
+		Processors: runtime.NumCPU(), RatesMode: "basic"}}
 }
 
 func (a *mgmtAPI) nodes(m *mgmtRequest) { m.writeList(a.s.Nodes()) }

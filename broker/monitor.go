@@ -45,6 +45,11 @@ const ManagementVersion = "3.10.8"
 type connMonitor struct {
 	recvOct atomic.Uint64
 	sendOct atomic.Uint64
+	// internal marks the management API's own connections.
+	internal atomic.Bool
+	// folded: the byte counts were added to the vhost's totals (guarded
+	// by vhost.statsMu; see stats.go).
+	folded bool
 
 	mu    sync.Mutex
 	open  bool
@@ -69,6 +74,11 @@ func (m *connMonitor) opened(c *conn, mechanism string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.open = true
+	if c.clientProps["product"] == mgmtClientName {
+		m.internal.Store(true)
+	} else {
+		c.srv.churn.connCreated.Add(1)
+	}
 	m.info = connSnapshot{user: c.user.name, vhost: c.vh.name, props: c.clientProps, mechanism: mechanism,
 		frameMax: c.frameMax, channelMax: c.channelMax, heartbeat: c.heartbeat, connectedAt: time.Now()}
 }
@@ -102,6 +112,11 @@ type chanMonitor struct {
 	prefetch atomic.Int64
 	confirm  atomic.Bool
 	tx       atomic.Bool
+	// stats are the channel's message counters (stats.go).
+	stats atomicCounts
+	// folded: stats were added to the vhost's totals (guarded by
+	// vhost.statsMu).
+	folded bool
 }
 
 // countingReader counts the bytes a connection receives.
@@ -129,7 +144,8 @@ type Overview struct {
 	ErlangFullVersion      string         `json:"erlang_full_version"`
 	DisableStats           bool           `json:"disable_stats"`
 	EnableQueueTotals      bool           `json:"enable_queue_totals"`
-	MessageStats           map[string]any `json:"message_stats"`
+	MessageStats           *MessageStats  `json:"message_stats"`
+	ChurnRates             ChurnRates     `json:"churn_rates"`
 	ObjectTotals           ObjectTotals   `json:"object_totals"`
 	QueueTotals            QueueTotals    `json:"queue_totals"`
 	StatisticsDBEventQueue int            `json:"statistics_db_event_queue"`
@@ -156,9 +172,12 @@ type ObjectTotals struct {
 
 // QueueTotals sums the message counts of all queues.
 type QueueTotals struct {
-	Messages               int `json:"messages"`
-	MessagesReady          int `json:"messages_ready"`
-	MessagesUnacknowledged int `json:"messages_unacknowledged"`
+	Messages                      int         `json:"messages"`
+	MessagesDetails               RateDetails `json:"messages_details"`
+	MessagesReady                 int         `json:"messages_ready"`
+	MessagesReadyDetails          RateDetails `json:"messages_ready_details"`
+	MessagesUnacknowledged        int         `json:"messages_unacknowledged"`
+	MessagesUnacknowledgedDetails RateDetails `json:"messages_unacknowledged_details"`
 }
 
 // Listener is one listening socket.
@@ -197,7 +216,7 @@ func (s *Server) Overview() Overview {
 	node := s.NodeName()
 	o := Overview{
 		ManagementVersion: ManagementVersion,
-		RatesMode:         "none",
+		RatesMode:         "basic",
 		ExchangeTypes: []ExchangeType{
 			{Name: kindDirect, Description: "AMQP direct exchange, as per the AMQP specification", Enabled: true},
 			{Name: kindFanout, Description: "AMQP fanout exchange, as per the AMQP specification", Enabled: true},
@@ -211,7 +230,6 @@ func (s *Server) Overview() Overview {
 		ErlangVersion:     runtime.Version(),
 		ErlangFullVersion: runtime.Version() + " (oslogo embedded broker, no Erlang)",
 		EnableQueueTotals: true,
-		MessageStats:      map[string]any{},
 		Node:              node,
 		Listeners:         []Listener{},
 		Contexts:          []Context{},
@@ -229,7 +247,19 @@ func (s *Server) Overview() Overview {
 		}
 	}
 	o.QueueTotals.Messages = o.QueueTotals.MessagesReady + o.QueueTotals.MessagesUnacknowledged
-	for _, c := range s.connList() {
+	conns := s.connList()
+	var msgs msgCounts
+	for _, vh := range s.vhostList() {
+		t := s.vhostTotals(vh, conns)
+		msgs.add(&t.msgs)
+	}
+	r := s.stats.rate(statsKey{'o', nil})
+	o.MessageStats = newMessageStats(msgs, r, channelStats)
+	o.ChurnRates = s.churnRates(r)
+	o.QueueTotals.MessagesDetails = rateOf(r, sMessages)
+	o.QueueTotals.MessagesReadyDetails = rateOf(r, sReady)
+	o.QueueTotals.MessagesUnacknowledgedDetails = rateOf(r, sUnacked)
+	for _, c := range conns {
 		info, chans, open := c.mon.snapshot()
 		if !open || info.internal() {
 			continue
@@ -272,6 +302,15 @@ type VHostInfo struct {
 	Messages               int               `json:"messages"`
 	MessagesReady          int               `json:"messages_ready"`
 	MessagesUnacknowledged int               `json:"messages_unacknowledged"`
+
+	MessagesDetails               RateDetails   `json:"messages_details"`
+	MessagesReadyDetails          RateDetails   `json:"messages_ready_details"`
+	MessagesUnacknowledgedDetails RateDetails   `json:"messages_unacknowledged_details"`
+	MessageStats                  *MessageStats `json:"message_stats"`
+	RecvOct                       uint64        `json:"recv_oct"`
+	RecvOctDetails                RateDetails   `json:"recv_oct_details"`
+	SendOct                       uint64        `json:"send_oct"`
+	SendOctDetails                RateDetails   `json:"send_oct_details"`
 }
 
 // VHostMetadata is a vhost's description and tags.
@@ -284,6 +323,7 @@ type VHostMetadata struct {
 func (s *Server) VHosts() []VHostInfo {
 	node := s.NodeName()
 	var out []VHostInfo
+	conns := s.connList()
 	for _, vh := range s.vhostList() {
 		vi := VHostInfo{Name: vh.name, Tags: []string{}, Metadata: VHostMetadata{Tags: []string{}},
 			DefaultQueueType: "classic", ClusterState: map[string]string{node: "running"}}
@@ -295,6 +335,12 @@ func (s *Server) VHosts() []VHostInfo {
 			q.mu.Unlock()
 		}
 		vi.Messages = vi.MessagesReady + vi.MessagesUnacknowledged
+		t := s.vhostTotals(vh, conns)
+		r := s.stats.rate(statsKey{'v', vh})
+		vi.MessageStats = newMessageStats(t.msgs, r, channelStats)
+		vi.MessagesDetails, vi.MessagesReadyDetails, vi.MessagesUnacknowledgedDetails = rateOf(r, sMessages), rateOf(r, sReady), rateOf(r, sUnacked)
+		vi.RecvOct, vi.RecvOctDetails = t.recvOct, rateOf(r, sRecvOct)
+		vi.SendOct, vi.SendOctDetails = t.sendOct, rateOf(r, sSendOct)
 		out = append(out, vi)
 	}
 	return out
@@ -401,6 +447,11 @@ type QueueInfo struct {
 	Consumers              int            `json:"consumers"`
 	Memory                 int64          `json:"memory"`
 	ConsumerDetails        []ConsumerInfo `json:"consumer_details,omitempty"`
+
+	MessagesDetails               RateDetails   `json:"messages_details"`
+	MessagesReadyDetails          RateDetails   `json:"messages_ready_details"`
+	MessagesUnacknowledgedDetails RateDetails   `json:"messages_unacknowledged_details"`
+	MessageStats                  *MessageStats `json:"message_stats"`
 }
 
 // ConnRef names a connection, as in owner_pid_details.
@@ -459,8 +510,12 @@ func (q *queue) info(node string, details bool) QueueInfo {
 	consumers := append([]*consumer(nil), q.consumers...)
 	qi.Memory = queueOverhead + q.readyBytes + int64(q.readyCount)*entryOverhead
 	sac := q.sac
+	counts := q.stats
 	q.mu.Unlock()
 	qi.Messages = qi.MessagesReady + qi.MessagesUnacknowledged
+	r := q.vh.srv.stats.rate(statsKey{'q', q})
+	qi.MessageStats = newMessageStats(counts, r, queueStats)
+	qi.MessagesDetails, qi.MessagesReadyDetails, qi.MessagesUnacknowledgedDetails = rateOf(r, sMessages), rateOf(r, sReady), rateOf(r, sUnacked)
 	for i, c := range consumers {
 		if c.exclusive {
 			tag := c.tag
@@ -493,6 +548,8 @@ type ExchangeInfo struct {
 	AutoDelete bool           `json:"auto_delete"`
 	Internal   bool           `json:"internal"`
 	Arguments  map[string]any `json:"arguments"`
+	// MessageStats has publish_in and publish_out.
+	MessageStats *MessageStats `json:"message_stats"`
 }
 
 // Exchanges returns the selected exchanges sorted by vhost and name.
@@ -509,7 +566,8 @@ func (s *Server) Exchanges(opts ExchangesOptions) ([]ExchangeInfo, error) {
 				continue
 			}
 			out = append(out, ExchangeInfo{Name: e.name, VHost: vh.name, Type: e.kind, Durable: e.durable,
-				AutoDelete: e.autoDelete, Internal: e.internal, Arguments: jsonTable(e.args)})
+				AutoDelete: e.autoDelete, Internal: e.internal, Arguments: jsonTable(e.args),
+				MessageStats: newMessageStats(e.stats.load(), s.stats.rate(statsKey{'e', e}), exchangeStats)})
 		}
 	}
 	if opts.ByName && len(out) == 0 {
@@ -619,7 +677,9 @@ type ConnectionInfo struct {
 	ClientProperties map[string]any `json:"client_properties"`
 	UserProvidedName *string        `json:"user_provided_name,omitempty"`
 	RecvOct          uint64         `json:"recv_oct"`
+	RecvOctDetails   RateDetails    `json:"recv_oct_details"`
 	SendOct          uint64         `json:"send_oct"`
+	SendOctDetails   RateDetails    `json:"send_oct_details"`
 }
 
 // ConnectionsOptions select connections.
@@ -654,6 +714,8 @@ func (s *Server) Connections(opts ConnectionsOptions) ([]ConnectionInfo, error) 
 		if n, ok := info.props["connection_name"].(string); ok {
 			ci.UserProvidedName = &n
 		}
+		r := s.stats.rate(statsKey{'n', c})
+		ci.RecvOctDetails, ci.SendOctDetails = rateOf(r, sConnRecv), rateOf(r, sConnSend)
 		if s.alarm.Load() {
 			ci.State = "blocked"
 		}
@@ -767,6 +829,8 @@ type ChannelInfo struct {
 	MessagesUnconfirmed    int     `json:"messages_unconfirmed"`
 	Confirm                bool    `json:"confirm"`
 	Transactional          bool    `json:"transactional"`
+
+	MessageStats *MessageStats `json:"message_stats"`
 }
 
 // ChannelsOptions select channels.
@@ -789,7 +853,8 @@ func (s *Server) Channels(opts ChannelsOptions) []ChannelInfo {
 		for _, ch := range chans {
 			ci := ChannelInfo{Name: c.monName() + " (" + strconv.Itoa(int(ch.id)) + ")", Node: node, Number: ch.id,
 				User: info.user, VHost: info.vhost, State: "running", ConnectionDetails: c.ref(),
-				PrefetchCount: ch.mon.prefetch.Load(), Confirm: ch.mon.confirm.Load(), Transactional: ch.mon.tx.Load()}
+				PrefetchCount: ch.mon.prefetch.Load(), Confirm: ch.mon.confirm.Load(), Transactional: ch.mon.tx.Load(),
+				MessageStats: newMessageStats(ch.mon.stats.load(), s.stats.rate(statsKey{'c', ch}), channelStats)}
 			ch.mu.Lock()
 			closed := ch.closed
 			ci.ConsumerCount = len(ch.consumers)

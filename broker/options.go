@@ -22,6 +22,14 @@ type Options struct {
 	// HTTPAddr is the management HTTP API's listen address (RabbitMQ's
 	// 15672); "" disables it.
 	HTTPAddr string
+	// PrometheusAddr serves /metrics and /metrics/per-object without
+	// authentication, as RabbitMQ's rabbitmq_prometheus plugin does on
+	// 15692; "" disables it. The management listener serves the same
+	// paths to users with the monitoring tag.
+	PrometheusAddr string
+	// StatsInterval is how often the message rates of the management API
+	// are sampled (RabbitMQ's collect_statistics_interval); 0 means 5 s.
+	StatsInterval time.Duration
 	// TLSConfig configures the TLS listener.
 	TLSConfig *tls.Config
 	// DataDir holds durable definitions and persistent messages; "" keeps
@@ -161,6 +169,9 @@ func (o *Options) Validate() error {
 	if o.QueueMemoryLimit == 0 {
 		o.QueueMemoryLimit = 4 << 20
 	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 5 * time.Second
+	}
 	if o.PagingRatio == 0 {
 		o.PagingRatio = 0.5
 	}
@@ -170,7 +181,7 @@ func (o *Options) Validate() error {
 	if o.MaxConnections < 0 || o.MemoryHighWatermark < 0 || o.SyncInterval < 0 {
 		return errors.New("broker: negative limit")
 	}
-	for _, a := range []string{o.AMQPAddr, o.TLSAddr, o.HTTPAddr} {
+	for _, a := range []string{o.AMQPAddr, o.TLSAddr, o.HTTPAddr, o.PrometheusAddr} {
 		if a == "" {
 			continue
 		}

@@ -86,6 +86,8 @@ type queue struct {
 	ttlAt         int64
 	expTimer      *time.Timer
 	useGen        uint64
+	// stats are the queue's message counters (stats.go).
+	stats msgCounts
 	// inCount counts messages the queue accepted, outCount those it
 	// handed to a consumer or basic.get (the oslo view's rates, oslo.go).
 	inCount  uint64
@@ -359,6 +361,7 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		e.id = q.vh.srv.store.enqueue(q, m)
 		stored = true
 	}
+	q.stats[StatPublish]++
 	m.hold(q.vh.srv)
 	q.inCount++
 	if q.readyCount == 0 && len(q.consumers) > 0 {
@@ -461,10 +464,15 @@ func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
 	if !ok {
 		return false
 	}
+	if e.redelivered {
+		q.stats[StatRedeliver]++
+	}
 	q.outCount++
 	if noAck {
+		q.stats[StatDeliverNoAck]++
 		q.forgetLocked(*e)
 	} else {
+		q.stats[StatDeliver]++
 		q.unacked++
 	}
 	return true
@@ -624,6 +632,9 @@ func (q *queue) requeue(es []qentry, via *conn) {
 func (q *queue) settle(es []qentry, reject bool, via *conn) {
 	var dls []deadLetter
 	q.mu.Lock()
+	if !reject {
+		q.stats[StatAck] += uint64(len(es))
+	}
 	for _, e := range es {
 		q.unacked--
 		q.forgetLocked(e)

@@ -51,6 +51,10 @@ type Server struct {
 	quit chan struct{}
 	// open counts connections past connection.open (MaxConnections).
 	open atomic.Int64
+
+	// churn and stats are the message statistics (stats.go).
+	churn churn
+	stats statsSampler
 }
 
 // New validates opts and returns a Server; it does no I/O.
@@ -128,6 +132,8 @@ func (s *Server) Start() error {
 		s.wg.Add(1)
 		go s.acceptLoop(ln)
 	}
+	s.wg.Add(1)
+	go s.statsLoop(s.opts.StatsInterval)
 	s.started = true
 	close(s.ready)
 	s.log.Info("broker started", "addr", s.addr, "data", s.opts.DataDir)

@@ -21,6 +21,11 @@ type vhost struct {
 	// version changes with every topology change; channels cache routes
 	// keyed by it.
 	version atomic.Uint64
+
+	// statsMu guards closed: the counters of the vhost's closed channels
+	// and connections (stats.go). A leaf but for connMonitor.mu.
+	statsMu sync.Mutex
+	closed  vhostStats
 }
 
 func newVhost(srv *Server, name string) *vhost {
@@ -200,6 +205,7 @@ func (vh *vhost) deleteQueue(q *queue, why string) int {
 		return 0
 	}
 	delete(vh.queues, q.name)
+	vh.srv.churn.queueDeleted.Add(1)
 	var emptied []*exchange
 	for _, e := range vh.exchanges {
 		had := len(e.bindings)

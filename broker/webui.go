@@ -22,8 +22,8 @@ var webuiFiles embed.FS
 const webuiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// withUI serves the UI's files for paths outside /api/ and hands the rest
-// to api.
+// withUI serves the UI's files for paths outside /api/ and /metrics
+// (Prometheus, prometheus.go) and hands those to api.
 func withUI(api http.Handler) http.Handler {
 	sub, err := fs.Sub(webuiFiles, "webui")
 	if err != nil {
@@ -31,7 +31,7 @@ func withUI(api http.Handler) http.Handler {
 	}
 	files := http.FileServerFS(sub)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api" || strings.HasPrefix(r.URL.Path, "/api/") {
+		if p := r.URL.Path; p == "/api" || strings.HasPrefix(p, "/api/") || p == "/metrics" || strings.HasPrefix(p, "/metrics/") {
 			api.ServeHTTP(w, r)
 			return
 		}

@@ -111,6 +111,17 @@ func (c *RPCClient) CanSendVersion(v string) bool {
 // is ctx's or the client's timeout, whichever comes first; when it passes the
 // error matches ErrTimeout. A failure on the server is a *RemoteError.
 func (c *RPCClient) Call(ctx context.Context, method string, args any) (json.RawMessage, error) {
+	obs := c.tr.cfg.Observer
+	if obs == nil {
+		return c.call(ctx, method, args)
+	}
+	start := time.Now()
+	res, err := c.call(ctx, method, args)
+	obs.CallDone(c.target.Topic, method, time.Since(start), err)
+	return res, err
+}
+
+func (c *RPCClient) call(ctx context.Context, method string, args any) (json.RawMessage, error) {
 	if c.target.Fanout {
 		return nil, fmt.Errorf("%w: a call cannot be fanout (%s)", ErrInvalidTarget, c.target)
 	}
@@ -167,6 +178,14 @@ func Call[R any](ctx context.Context, c *RPCClient, method string, args any) (R,
 // message; nothing comes back. With WithFanout(true) every server of the
 // topic receives it.
 func (c *RPCClient) Cast(ctx context.Context, method string, args any) error {
+	err := c.cast(ctx, method, args)
+	if obs := c.tr.cfg.Observer; obs != nil {
+		obs.CastDone(c.target.Topic, method, err)
+	}
+	return err
+}
+
+func (c *RPCClient) cast(ctx context.Context, method string, args any) error {
 	req, err := c.request(ctx, method, args)
 	if err != nil {
 		return err

@@ -358,6 +358,9 @@ func (l *NotificationListener) dispatch(in driver.IncomingNotification) Notifica
 		l.logger.Warn("notification with an unknown priority; dropped", "err", err)
 		return Handled
 	}
+	if obs := l.tr.cfg.Observer; obs != nil {
+		obs.NotificationReceived(n.Priority, n.EventType)
+	}
 	ctx := WithRequestContext(context.Background(), n.Context)
 	for _, ep := range l.endpoints {
 		h := ep.single[n.Priority]
@@ -420,6 +423,9 @@ func (l *NotificationListener) dispatchBatch(batch []driver.IncomingNotification
 			l.logger.Warn("notification with an unknown priority; dropped", "err", err)
 			l.finish(in, Handled)
 			continue
+		}
+		if obs := l.tr.cfg.Observer; obs != nil {
+			obs.NotificationReceived(n.Priority, n.EventType)
 		}
 		byPriority[n.Priority] = append(byPriority[n.Priority], received{in: in, n: n})
 	}

@@ -231,7 +231,11 @@ func (n *Notifier) Notify(ctx context.Context, priority Priority, eventType stri
 			errs = append(errs, translate(err))
 		}
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if obs := n.tr.cfg.Observer; obs != nil && len(n.drivers) > 0 {
+		obs.NotificationSent(priority, eventType, err)
+	}
+	return err
 }
 
 // Captured returns the notifications kept by the test driver, oldest first.

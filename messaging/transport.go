@@ -42,6 +42,10 @@ type TransportConfig struct {
 	DriverConfig map[string]string
 	// Logger receives logs of every component; nil discards them.
 	Logger *slog.Logger
+	// Observer receives the calls, casts and notifications of the
+	// transport's clients, notifiers and listeners, for metrics (see
+	// messaging/prommetrics); nil observes nothing.
+	Observer Observer
 }
 
 // NotificationConfig is oslo's [oslo_messaging_notifications] group.

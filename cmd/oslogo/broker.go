@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/oslogo/oslogo/broker"
@@ -26,9 +29,15 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
+	promAddr := fs.String("prometheus", "", "Prometheus /metrics listen address, no authentication, e.g. 127.0.0.1:15692 (default: off; the --http listener serves /metrics to monitoring users)")
+	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warning or error")
+	usages[fs] = func() { brokerHelp(env.stdout, fs) }
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *profile != "" {
 		addr, stop, err := serveProfiles(*profile)
 		if err != nil {
@@ -39,12 +48,13 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	opts := broker.DefaultOptions()
 	level := slog.LevelInfo
+	format := "text"
 	if *cfgFile != "" {
 		data, err := os.ReadFile(*cfgFile)
 		if err != nil {
 			return usageError(fmt.Errorf("config file: %w", err))
 		}
-		if err := applyBrokerFile(string(data), &opts, &level); err != nil {
+		if err := applyBrokerFileLog(string(data), &opts, &level, &format); err != nil {
 			return usageError(fmt.Errorf("config file %s: %w", *cfgFile, err))
 		}
 	}
@@ -57,10 +67,30 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	if *httpAddr != "" {
 		opts.HTTPAddr = *httpAddr
 	}
+	if *promAddr != "" {
+		opts.PrometheusAddr = *promAddr
+	}
+	if set["log-level"] {
+		l, ok := parseLogLevel(*logLevel)
+		if !ok {
+			return usageError(fmt.Errorf("--log-level %q is not one of debug, info, warning, error", *logLevel))
+		}
+		level = l
+	}
+	if set["log-format"] {
+		if *logFormat != "text" && *logFormat != "json" {
+			return usageError(fmt.Errorf("--log-format %q is not text or json", *logFormat))
+		}
+		format = *logFormat
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	if format == "json" {
+		// One JSON object per line, for the journal and log shippers.
+		opts.Logger = slog.New(slog.NewJSONHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+	}
 	srv, err := broker.New(opts)
 	if err != nil {
 		return usageError(err)
@@ -75,6 +105,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
 	if a := srv.HTTPAddr(); a != nil {
 		fmt.Fprintf(env.stdout, "management API on http://%s/api/\n", a)
+	}
+	if a := srv.PrometheusAddr(); a != nil {
+		fmt.Fprintf(env.stdout, "Prometheus metrics on http://%s/metrics\n", a)
 	}
 	if ta := srv.TLSAddr(); ta != nil {
 		fmt.Fprintf(env.stdout, "oslogo broker listening on amqps://%s\n", ta)
@@ -125,4 +158,43 @@ func goMemoryLimit(watermark int64) (int64, bool) {
 		return 0, false
 	}
 	return watermark + watermark/2 + 64<<20, true
+}
+
+// parseLogLevel reads debug, info, warning (or warn) and error.
+func parseLogLevel(s string) (slog.Level, bool) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warning", "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
+}
+
+// brokerHelp prints `oslogo broker --help`: every flag with its default,
+// also those whose default is empty or false, and where the config file
+// fits in.
+func brokerHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, "usage: oslogo broker [flags]\n\n"+
+		"Flags override the --config-file (every key: docs/oslogo-broker.toml), which\n"+
+		"overrides the defaults shown.\n\nflags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		head := "  -" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		switch {
+		case strings.Contains(usage, "(default"):
+		case f.DefValue == "":
+			usage += " (default: none)"
+		default:
+			usage += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", head, usage)
+	})
 }

@@ -23,10 +23,12 @@ import (
 type brokerFile struct {
 	AMQP                string     `toml:"amqp"`
 	HTTP                string     `toml:"http"`
+	Prometheus          string     `toml:"prometheus"`
 	Data                string     `toml:"data"`
 	MemoryHighWatermark int64      `toml:"memory_high_watermark"`
 	MaxConnections      int        `toml:"max_connections"`
 	LogLevel            string     `toml:"log_level"`
+	LogFormat           string     `toml:"log_format"`
 	Users               []fileUser `toml:"users"`
 	VHosts              []string   `toml:"vhosts"`
 	LoopbackUsers       []string   `toml:"loopback_users"`
@@ -62,6 +64,13 @@ type fileTLS struct {
 // to the log level it asks for. Errors name the line where there is one,
 // and never quote the file's text (it may hold a password).
 func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error {
+	format := "text"
+	return applyBrokerFileLog(src, opts, level, &format)
+}
+
+// applyBrokerFileLog is applyBrokerFile that also sets the log format
+// ("text" or "json") the file asks for.
+func applyBrokerFileLog(src string, opts *broker.Options, level *slog.Level, format *string) error {
 	var f brokerFile
 	md, err := toml.Decode(src, &f)
 	if err != nil {
@@ -108,6 +117,9 @@ func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error 
 	if f.HTTP != "" {
 		opts.HTTPAddr = f.HTTP
 	}
+	if f.Prometheus != "" {
+		opts.PrometheusAddr = f.Prometheus
+	}
 	if f.Data != "" {
 		opts.DataDir = f.Data
 	}
@@ -151,6 +163,13 @@ func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error 
 		*level = slog.LevelError
 	default:
 		return lineError(lines.find(toml.Key{"log_level"}), "log_level is not one of debug, info, warning, error")
+	}
+	switch f.LogFormat {
+	case "":
+	case "text", "json":
+		*format = f.LogFormat
+	default:
+		return lineError(lines.find(toml.Key{"log_format"}), "log_format is not text or json")
 	}
 	return nil
 }
