@@ -118,6 +118,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/health/checks/port-listener/{port}", levelManagement, a.portListener)
 	h("GET /api/healthchecks/node", levelManagement, a.nodeHealth)
 	h("GET /api/nodes", levelMonitoring, a.nodes)
+	h("GET /api/nodes/{node}/memory-high-watermark", levelMonitoring, a.getWatermark)
+	h("PUT /api/nodes/{node}/memory-high-watermark", levelAdministrator, a.putWatermark)
 	h("GET /api/vhosts", levelManagement, a.vhosts)
 	h("GET /api/vhosts/{vhost}", levelManagement, a.vhost)
 	h("GET /api/users", levelAdministrator, a.users)
@@ -438,7 +440,7 @@ func (s *Server) Nodes() []NodeInfo {
 		up = time.Since(started).Milliseconds()
 	}
 	return []NodeInfo{{Name: s.NodeName(), Type: "disc", Running: true, OSPid: strconv.Itoa(os.Getpid()),
-		MemUsed: ms.Sys, MemLimit: s.opts.MemoryHighWatermark, MemAlarm: s.alarm.Load(), Uptime: up,
+		MemUsed: ms.Sys, MemLimit: s.highWatermark(), MemAlarm: s.alarm.Load(), Uptime: up,
 		Processors: runtime.NumCPU(), RatesMode: "none"}}
 }
 
