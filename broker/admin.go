@@ -47,6 +47,7 @@ func (s *Server) DeleteVHost(name string) error {
 	}
 	delete(s.vhosts, name)
 	s.mu.Unlock()
+	s.dropVHostPolicies(name)
 	for _, c := range s.connList() {
 		if info, _, open := c.mon.snapshot(); open && info.vhost == name {
 			c.forceClose("CONNECTION_FORCED - vhost '" + name + "' is deleted")

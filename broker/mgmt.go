@@ -160,6 +160,7 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
+	a.registerPolicyRoutes(h)
 	return mux
 }
 

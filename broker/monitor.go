@@ -392,6 +392,8 @@ type QueueInfo struct {
 	State                  string         `json:"state"`
 	Node                   string         `json:"node"`
 	Policy                 *string        `json:"policy"`
+	OperatorPolicy         *string        `json:"operator_policy"`
+	EffectivePolicy        map[string]any `json:"effective_policy_definition"`
 	ExclusiveConsumerTag   *string        `json:"exclusive_consumer_tag"`
 	OwnerPidDetails        *ConnRef       `json:"owner_pid_details,omitempty"`
 	Messages               int            `json:"messages"`
@@ -452,6 +454,7 @@ func (q *queue) info(node string, details bool) QueueInfo {
 		qi.OwnerPidDetails = &ref
 	}
 	q.mu.Lock()
+	qi.Policy, qi.EffectivePolicy = q.queuePolicyInfoLocked()
 	qi.MessagesReady = q.readyCount
 	qi.MessagesUnacknowledged = q.unacked
 	qi.MessageBytesReady = q.readyBytes

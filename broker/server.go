@@ -35,6 +35,7 @@ type Server struct {
 	users     map[string]*user
 	vhosts    map[string]*vhost
 	mon       serverMonitor // management API state (mgmt.go)
+	pol       policyState   // policies (policy.go)
 
 	store   *store
 	storeIO storeIO // tests only: faults between the store and its files
