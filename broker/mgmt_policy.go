@@ -163,3 +163,13 @@ func (a *mgmtAPI) deletePolicy(m *mgmtRequest) {
 		m.w.WriteHeader(http.StatusNoContent)
 	}
 }
+
+// writeAdminError answers a failed administration change: 404 for a
+// missing object, 500 when the change could not be saved.
+func writeAdminError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrNotFound) {
+		writeNotFound(w)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "internal_server_error", err.Error())
+}

@@ -315,7 +315,7 @@ func (s *Server) Users() []UserInfo {
 	for _, u := range s.userList() {
 		tags := append([]string{}, u.tags...)
 		out = append(out, UserInfo{Name: u.name, PasswordHash: base64.StdEncoding.EncodeToString(u.hash),
-			HashingAlgorithm: "rabbit_password_hashing_sha256", Tags: tags, Limits: map[string]any{}})
+			HashingAlgorithm: u.hashAlgorithm(), Tags: tags, Limits: map[string]any{}})
 	}
 	return out
 }

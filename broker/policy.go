@@ -293,7 +293,7 @@ func (s *Server) SetPolicy(p Policy) (bool, error) {
 	created := s.replacePolicyLocked(p.VHost, p.Name, &policy{Policy: p, re: re})
 	s.pol.mu.Unlock()
 	if err := s.saveDefinitions(); err != nil {
-		return created, fmt.Errorf("broker: policy set but not saved: %w", err)
+		return created, fmt.Errorf("%w: policy set, but the definitions write failed: %w", ErrNotSaved, err)
 	}
 	return created, nil
 }
@@ -312,7 +312,7 @@ func (s *Server) ClearPolicy(vhost, name string) error {
 	s.replacePolicyLocked(vhost, name, nil)
 	s.pol.mu.Unlock()
 	if err := s.saveDefinitions(); err != nil {
-		return fmt.Errorf("broker: policy cleared but not saved: %w", err)
+		return fmt.Errorf("%w: policy cleared, but the definitions write failed: %w", ErrNotSaved, err)
 	}
 	return nil
 }
@@ -340,12 +340,7 @@ func (s *Server) replacePolicyLocked(vhost, name string, np *policy) bool {
 	if np != nil {
 		list = append(list, np)
 	}
-	sort.SliceStable(list, func(i, j int) bool {
-		if list[i].Priority != list[j].Priority {
-			return list[i].Priority > list[j].Priority
-		}
-		return list[i].Name < list[j].Name
-	})
+	sortPolicies(list)
 	if len(list) > 0 {
 		ns.byVHost[vhost] = list
 	}
@@ -357,6 +352,17 @@ func (s *Server) replacePolicyLocked(vhost, name string, np *policy) bool {
 		}
 	}
 	return created
+}
+
+// sortPolicies orders a vhost's policies as match tries them: highest
+// priority first, equal priorities by name.
+func sortPolicies(list []*policy) {
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].Priority != list[j].Priority {
+			return list[i].Priority > list[j].Priority
+		}
+		return list[i].Name < list[j].Name
+	})
 }
 
 // dropVHostPolicies forgets a deleted vhost's policies.
