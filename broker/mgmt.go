@@ -162,6 +162,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
+	a.registerPolicyRoutes(h)
+	a.registerDefinitionRoutes(h)
 	return mux
 }
 
@@ -1533,10 +1535,11 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 		writeError(m.w, http.StatusBadRequest, "bad_request", "tags must be a string or a list")
 		return
 	}
-	if b.HashingAlgorithm != "" && b.HashingAlgorithm != "rabbit_password_hashing_sha256" {
-		writeError(m.w, http.StatusBadRequest, "bad_request", "only rabbit_password_hashing_sha256 is supported")
+	if _, _, ok := hashFunc(b.HashingAlgorithm); !ok {
+		writeError(m.w, http.StatusBadRequest, "bad_request", "hashing_algorithm: only rabbit_password_hashing_sha256, _sha512 and _md5 are supported")
 		return
 	}
+	u.HashingAlgorithm = b.HashingAlgorithm
 	if b.Password != nil {
 		u.Password = *b.Password
 	}
@@ -1544,6 +1547,10 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 		u.PasswordHash = *b.PasswordHash
 	}
 	created, err := a.s.PutUser(u)
+	if errors.Is(err, ErrNotSaved) {
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
+		return
+	}
 	if err != nil {
 		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
 		return
@@ -1557,7 +1564,7 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 
 func (a *mgmtAPI) deleteUser(m *mgmtRequest) {
 	if err := a.s.DeleteUser(m.r.PathValue("user")); err != nil {
-		writeNotFound(m.w)
+		writeAdminError(m.w, err)
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)
@@ -1609,6 +1616,8 @@ func (a *mgmtAPI) putPermission(m *mgmtRequest) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeNotFound(m.w)
+	case errors.Is(err, ErrNotSaved):
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
 	case err != nil:
 		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
 	case created:
@@ -1620,7 +1629,7 @@ func (a *mgmtAPI) putPermission(m *mgmtRequest) {
 
 func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
 	if err := a.s.ClearPermission(m.r.PathValue("user"), m.r.PathValue("vhost")); err != nil {
-		writeNotFound(m.w)
+		writeAdminError(m.w, err)
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)

@@ -62,6 +62,8 @@ type queue struct {
 	maxPriority   int
 	sac           bool
 	deliveryLimit int64
+	// pol: the queue's own settings and its policy (policy.go).
+	pol queuePolicy
 
 	mu         sync.Mutex
 	ready      []ring[qentry] // one per priority level

@@ -35,6 +35,10 @@ type Server struct {
 	users     map[string]*user
 	vhosts    map[string]*vhost
 	mon       serverMonitor // management API state (mgmt.go)
+	pol       policyState   // policies (policy.go)
+	// accountsDurable: users or permissions were changed at run time, so
+	// the data directory keeps them (admin.go, store.go).
+	accountsDurable atomic.Bool
 
 	store   *store
 	storeIO storeIO // tests only: faults between the store and its files
