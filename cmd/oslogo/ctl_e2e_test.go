@@ -226,9 +226,8 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 				t.Error("close_connection: the connection was not closed")
 			}
 
-			// Policies and definitions (on the embedded broker once the
-			// wt/defs endpoints are merged).
-			if tg.name == "rabbitmq" || ctlHasPolicies(t, tg) {
+			// Policies and definitions.
+			{
 				tg.mustCtl(t, "set_policy", "-p", "ctlvhost", "--apply-to", "queues", "--priority", "2", "ctlpol", "^ctl", `{"max-length":10}`)
 				if out := tg.mustCtl(t, "list_policies", "-p", "ctlvhost"); !strings.Contains(out, "\nctlvhost\tctlpol\t^ctl\tqueues\t{\"max-length\":10}\t2\n") {
 					t.Errorf("list_policies: %q", out)
@@ -238,7 +237,7 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 					t.Errorf("list_policies after clear_policy: %q", out)
 				}
 			}
-			if tg.name == "rabbitmq" || ctlHasDefinitions(t, tg) {
+			{
 				file := filepath.Join(t.TempDir(), "defs.json")
 				tg.mustCtl(t, "export_definitions", file)
 				data, err := os.ReadFile(file)
@@ -271,16 +270,4 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 			}
 		})
 	}
-}
-
-// ctlHasPolicies reports whether the broker serves /api/policies.
-func ctlHasPolicies(t *testing.T, tg ctlTarget) bool {
-	code, _, _ := tg.ctl(t, "-q", "list_policies")
-	return code == 0
-}
-
-// ctlHasDefinitions reports whether the broker serves /api/definitions.
-func ctlHasDefinitions(t *testing.T, tg ctlTarget) bool {
-	code, _, _ := tg.ctl(t, "export_definitions", "-")
-	return code == 0
 }
