@@ -46,6 +46,16 @@ func (s *Server) DeleteVHost(name string) error {
 		return ErrNotFound
 	}
 	delete(s.vhosts, name)
+	// Permissions in the vhost go with it, as in RabbitMQ: a vhost created
+	// again with the same name starts without them.
+	for un, u := range s.users {
+		if _, ok := u.perms[name]; ok {
+			nu := *u
+			nu.perms = maps.Clone(u.perms)
+			delete(nu.perms, name)
+			s.users[un] = &nu
+		}
+	}
 	s.mu.Unlock()
 	s.dropVHostPolicies(name)
 	for _, c := range s.connList() {

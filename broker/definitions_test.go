@@ -269,7 +269,7 @@ func TestAdministrationSurvivesRestart(t *testing.T) {
 	}
 	s, _, base := start()
 	must(base, "PUT", "/api/vhosts/kept", "", 201)
-	// 204: creating "kept" gave guest full permissions there already.
+	// The creator of a vhost has every permission there (RabbitMQ's rule).
 	must(base, "PUT", "/api/permissions/kept/guest", `{"configure":".*","write":".*","read":".*"}`, 204)
 	must(base, "PUT", "/api/users/alice", `{"password":"alicepw","tags":"management"}`, 201)
 	must(base, "PUT", "/api/users/bob", `{"password_hash":"`+rabbitHashes[1].hash+`","hashing_algorithm":"rabbit_password_hashing_sha512","tags":""}`, 201)

@@ -1471,9 +1471,10 @@ func (a *mgmtAPI) putVHost(m *mgmtRequest) {
 		return
 	}
 	if created {
-		// As RabbitMQ's API (rabbit_vhost:put_vhost grants the acting
-		// user full permissions in a vhost it creates).
-		if _, err := a.s.SetPermission(m.user.name, m.r.PathValue("vhost"), Permission{".*", ".*", ".*"}); err != nil && !errors.Is(err, ErrNotFound) {
+		// As RabbitMQ 3.10.8: the user who creates a vhost gets every
+		// permission in it (TestAdministrationMatchesRabbitMQ).
+		all := Permission{Configure: ".*", Write: ".*", Read: ".*"}
+		if _, err := a.s.SetPermission(m.user.name, m.r.PathValue("vhost"), all); err != nil && !errors.Is(err, ErrNotFound) {
 			writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
 			return
 		}
