@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -311,5 +312,44 @@ func TestPolicyShortensExistingQueue(t *testing.T) {
 	}
 	if err := s.ClearPolicy("/", "two"); err != ErrNotFound {
 		t.Errorf("second clear: %v", err)
+	}
+}
+
+// TestResolvePolicy: the rules TestAdministrationMatchesRabbitMQ checks
+// against a RabbitMQ node, as a table: lower numbers win, the argument's
+// dead-letter settings win, overflow is the argument's on classic queues
+// and the policy's on quorum queues.
+func TestResolvePolicy(t *testing.T) {
+	none := queueLimits{maxLen: -1, maxBytes: -1, msgTTL: -1, deliveryLimit: -1}
+	args := queueLimits{maxLen: 5, maxBytes: 40, msgTTL: 60000, deliveryLimit: 5, expires: time.Minute,
+		overflow: overflowRejectPub, dlx: "dlx.arg", dlrk: "ka", hasDLRK: true}
+	def := map[string]any{"max-length": int64(3), "max-length-bytes": int64(12), "message-ttl": int64(200),
+		"delivery-limit": int64(1), "expires": int64(300), "overflow": overflowDropHead,
+		"dead-letter-exchange": "dlx.pol", "dead-letter-routing-key": "kb"}
+	got := resolvePolicy(args, def, false)
+	want := queueLimits{maxLen: 3, maxBytes: 12, msgTTL: 200, deliveryLimit: 1, expires: 300 * time.Millisecond,
+		overflow: overflowRejectPub, dlx: "dlx.arg", dlrk: "ka", hasDLRK: true}
+	if got != want {
+		t.Errorf("classic, policy lower:\n got %+v\nwant %+v", got, want)
+	}
+	high := map[string]any{"max-length": int64(50), "max-length-bytes": int64(400), "message-ttl": int64(600000),
+		"delivery-limit": int64(50), "expires": int64(6000000)}
+	if got := resolvePolicy(args, high, false); got != args {
+		t.Errorf("classic, policy higher:\n got %+v\nwant %+v", got, args)
+	}
+	if got := resolvePolicy(args, def, true); got.overflow != overflowDropHead {
+		t.Errorf("quorum overflow: %q, want the policy's", got.overflow)
+	}
+	got = resolvePolicy(none, def, false)
+	want = queueLimits{maxLen: 3, maxBytes: 12, msgTTL: 200, deliveryLimit: 1, expires: 300 * time.Millisecond,
+		overflow: overflowDropHead, dlx: "dlx.pol", dlrk: "kb", hasDLRK: true}
+	if got != want {
+		t.Errorf("no arguments:\n got %+v\nwant %+v", got, want)
+	}
+	if got := resolvePolicy(none, map[string]any{"dead-letter-exchange": ""}, false); got.dlx != "\x00default" {
+		t.Errorf("policy DLX \"\" (default exchange): %q", got.dlx)
+	}
+	if got := resolvePolicy(args, nil, false); got != args {
+		t.Errorf("no policy: %+v", got)
 	}
 }
