@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -351,5 +352,90 @@ func TestResolvePolicy(t *testing.T) {
 	}
 	if got := resolvePolicy(args, nil, false); got != args {
 		t.Errorf("no policy: %+v", got)
+	}
+}
+
+// TestPolicyChurnUnderTraffic changes and clears policies on queues while
+// clients publish, consume, reject (dead-lettering) and let messages
+// expire; the race detector checks that limits changed by a policy are
+// only read under the queue's lock.
+func TestPolicyChurnUnderTraffic(t *testing.T) {
+	s, amqpURL, _ := startPolicyBroker(t, nil)
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setup, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"churn.a", "churn.b", "churn.dl"} {
+		if _, err := setup.QueueDeclare(q, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	worker := func(f func(ch *amqp.Channel, i int) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer ch.Close()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(ch, i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for _, q := range []string{"churn.a", "churn.b"} {
+		worker(func(ch *amqp.Channel, i int) error {
+			return ch.Publish("", q, false, false, amqp.Publishing{Body: []byte("x"), Expiration: map[bool]string{true: "5", false: ""}[i%3 == 0]})
+		})
+		worker(func(ch *amqp.Channel, i int) error {
+			d, ok, err := ch.Get(q, false)
+			if err != nil || !ok {
+				time.Sleep(time.Millisecond)
+				return err
+			}
+			if i%2 == 0 {
+				return d.Nack(false, false)
+			}
+			return d.Ack(false)
+		})
+	}
+	defs := []map[string]any{
+		{"max-length": 3, "overflow": "reject-publish-dlx", "dead-letter-exchange": "", "dead-letter-routing-key": "churn.dl"},
+		{"max-length-bytes": 10, "message-ttl": 1, "expires": 60000},
+		{"max-length": 0, "dead-letter-exchange": "amq.fanout"},
+		{"overflow": "drop-head", "max-length": 1},
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if i%5 == 4 {
+			_ = s.ClearPolicy("/", "churn")
+			continue
+		}
+		if _, err := s.SetPolicy(Policy{VHost: "/", Name: "churn", Pattern: "^churn\\.[ab]$", Definition: defs[i%len(defs)]}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if qs, err := s.Queues(QueuesOptions{VHost: "/"}); err != nil || len(qs) != 3 {
+		t.Fatalf("queues after churn: %v %d", err, len(qs))
 	}
 }
