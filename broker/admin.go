@@ -8,10 +8,12 @@ import (
 )
 
 // Administration at run time: vhosts, users and permissions, as the
-// management API's PUT and DELETE need them. Vhosts are part of the
-// durable definitions (with a data directory they survive a restart);
-// users and permissions live in memory only, Options being their
-// configuration.
+// management API's PUT and DELETE need them. With a data directory all of
+// them are saved with the durable definitions: vhosts always, users and
+// permissions once one of them was changed at run time (from then on the
+// saved accounts replace Options.Users at start; see saveAccounts and
+// loadAdministrationLocked). Without a data directory they live in memory
+// only.
 //
 // A user is never changed in place: connections read their *user without
 // a lock, so a change replaces the map entry with a new value and

@@ -348,3 +348,27 @@ func TestAdministrationInMemoryWithoutDataDir(t *testing.T) {
 		t.Errorf("policies on a new broker: %+v", ps)
 	}
 }
+
+// TestVHostDeleteDropsPermissions: permissions in a deleted vhost go with
+// it (as in RabbitMQ), so a vhost created again with the same name does
+// not give them back, and exports do not name the deleted vhost.
+func TestVHostDeleteDropsPermissions(t *testing.T) {
+	s, _, base := startPolicyBroker(t, nil)
+	if _, err := s.SetPermission("mgr", "other", Permission{Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteVHost("other"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range s.ExportDefinitions().Permissions {
+		if p.VHost == "other" {
+			t.Errorf("export names the deleted vhost: %+v", p)
+		}
+	}
+	if _, err := s.AddVHost("other"); err != nil {
+		t.Fatal(err)
+	}
+	if code, got := apiCall(t, base, "guest", "guest", "GET", "/api/permissions/other/mgr", ""); code != 404 {
+		t.Errorf("mgr's permission in the recreated vhost: %d %s", code, got)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -311,5 +313,129 @@ func TestPolicyShortensExistingQueue(t *testing.T) {
 	}
 	if err := s.ClearPolicy("/", "two"); err != ErrNotFound {
 		t.Errorf("second clear: %v", err)
+	}
+}
+
+// TestResolvePolicy: the rules TestAdministrationMatchesRabbitMQ checks
+// against a RabbitMQ node, as a table: lower numbers win, the argument's
+// dead-letter settings win, overflow is the argument's on classic queues
+// and the policy's on quorum queues.
+func TestResolvePolicy(t *testing.T) {
+	none := queueLimits{maxLen: -1, maxBytes: -1, msgTTL: -1, deliveryLimit: -1}
+	args := queueLimits{maxLen: 5, maxBytes: 40, msgTTL: 60000, deliveryLimit: 5, expires: time.Minute,
+		overflow: overflowRejectPub, dlx: "dlx.arg", dlrk: "ka", hasDLRK: true}
+	def := map[string]any{"max-length": int64(3), "max-length-bytes": int64(12), "message-ttl": int64(200),
+		"delivery-limit": int64(1), "expires": int64(300), "overflow": overflowDropHead,
+		"dead-letter-exchange": "dlx.pol", "dead-letter-routing-key": "kb"}
+	got := resolvePolicy(args, def, false)
+	want := queueLimits{maxLen: 3, maxBytes: 12, msgTTL: 200, deliveryLimit: 1, expires: 300 * time.Millisecond,
+		overflow: overflowRejectPub, dlx: "dlx.arg", dlrk: "ka", hasDLRK: true}
+	if got != want {
+		t.Errorf("classic, policy lower:\n got %+v\nwant %+v", got, want)
+	}
+	high := map[string]any{"max-length": int64(50), "max-length-bytes": int64(400), "message-ttl": int64(600000),
+		"delivery-limit": int64(50), "expires": int64(6000000)}
+	if got := resolvePolicy(args, high, false); got != args {
+		t.Errorf("classic, policy higher:\n got %+v\nwant %+v", got, args)
+	}
+	if got := resolvePolicy(args, def, true); got.overflow != overflowDropHead {
+		t.Errorf("quorum overflow: %q, want the policy's", got.overflow)
+	}
+	got = resolvePolicy(none, def, false)
+	want = queueLimits{maxLen: 3, maxBytes: 12, msgTTL: 200, deliveryLimit: 1, expires: 300 * time.Millisecond,
+		overflow: overflowDropHead, dlx: "dlx.pol", dlrk: "kb", hasDLRK: true}
+	if got != want {
+		t.Errorf("no arguments:\n got %+v\nwant %+v", got, want)
+	}
+	if got := resolvePolicy(none, map[string]any{"dead-letter-exchange": ""}, false); got.dlx != "\x00default" {
+		t.Errorf("policy DLX \"\" (default exchange): %q", got.dlx)
+	}
+	if got := resolvePolicy(args, nil, false); got != args {
+		t.Errorf("no policy: %+v", got)
+	}
+}
+
+// TestPolicyChurnUnderTraffic changes and clears policies on queues while
+// clients publish, consume, reject (dead-lettering) and let messages
+// expire; the race detector checks that limits changed by a policy are
+// only read under the queue's lock.
+func TestPolicyChurnUnderTraffic(t *testing.T) {
+	s, amqpURL, _ := startPolicyBroker(t, nil)
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	setup, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"churn.a", "churn.b", "churn.dl"} {
+		if _, err := setup.QueueDeclare(q, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	worker := func(f func(ch *amqp.Channel, i int) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer ch.Close()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(ch, i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for _, q := range []string{"churn.a", "churn.b"} {
+		worker(func(ch *amqp.Channel, i int) error {
+			return ch.Publish("", q, false, false, amqp.Publishing{Body: []byte("x"), Expiration: map[bool]string{true: "5", false: ""}[i%3 == 0]})
+		})
+		worker(func(ch *amqp.Channel, i int) error {
+			d, ok, err := ch.Get(q, false)
+			if err != nil || !ok {
+				time.Sleep(time.Millisecond)
+				return err
+			}
+			if i%2 == 0 {
+				return d.Nack(false, false)
+			}
+			return d.Ack(false)
+		})
+	}
+	defs := []map[string]any{
+		{"max-length": 3, "overflow": "reject-publish-dlx", "dead-letter-exchange": "", "dead-letter-routing-key": "churn.dl"},
+		{"max-length-bytes": 10, "message-ttl": 1, "expires": 60000},
+		{"max-length": 0, "dead-letter-exchange": "amq.fanout"},
+		{"overflow": "drop-head", "max-length": 1},
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if i%5 == 4 {
+			_ = s.ClearPolicy("/", "churn")
+			continue
+		}
+		if _, err := s.SetPolicy(Policy{VHost: "/", Name: "churn", Pattern: "^churn\\.[ab]$", Definition: defs[i%len(defs)]}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if qs, err := s.Queues(QueuesOptions{VHost: "/"}); err != nil || len(qs) != 3 {
+		t.Fatalf("queues after churn: %v %d", err, len(qs))
 	}
 }
