@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,36 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 	}
 	t.Logf("list_queues name messages consumers, the same on both:\n%s", outs["rabbitmq"])
 
+	// On the RabbitMQ node, oslogo ctl prints what the real rabbitmqctl
+	// prints (rows sorted: rabbitmqctl lists in its own order).
+	rabbitCtl := targets[1]
+	rabbitCtl.mustCtl(t, "set_policy", "--apply-to", "queues", "ctlcmp", "^ctl\\.", `{"max-length":100}`)
+	for _, args := range [][]string{
+		{"list_queues", "name", "messages", "consumers"},
+		{"list_queues", "name", "durable", "auto_delete", "arguments", "messages_ready", "messages_unacknowledged", "policy"},
+		{"list_exchanges"},
+		{"list_exchanges", "name", "type", "durable", "auto_delete", "internal"},
+		{"list_bindings"},
+		{"list_users"},
+		{"list_vhosts"},
+		{"list_permissions"},
+		{"list_policies"},
+		{"list_connections"},
+		{"list_queues", "-q", "name", "messages"},
+		{"list_queues", "--no-table-headers"},
+	} {
+		header := !slices.Contains(args, "--no-table-headers")
+		ours := sortedRows(rabbitCtl.waitCtl(t, func(s string) bool {
+			theirs, err := rmq.ctl(args...)
+			return err == nil && sortedRows(s, header) == sortedRows(theirs, header)
+		}, args...), header)
+		theirs, _ := rmq.ctl(args...)
+		if ours != sortedRows(theirs, header) {
+			t.Errorf("oslogo ctl %v:\n%s\nrabbitmqctl:\n%s", args, ours, theirs)
+		}
+	}
+	rabbitCtl.mustCtl(t, "clear_policy", "ctlcmp")
+
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
 			tg.mustCtl(t, "add_user", "ctluser", "pw1")
@@ -270,4 +301,19 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sortedRows sorts the rows below the banner lines and the header row.
+func sortedRows(out string, header bool) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	i := 0
+	for i < len(lines) && (strings.HasSuffix(lines[i], "...") || strings.HasPrefix(lines[i], "Timeout:")) {
+		i++
+	}
+	if i < len(lines) && header {
+		i++ // the header row
+	}
+	body := slices.Clone(lines[min(i, len(lines)):])
+	slices.Sort(body)
+	return strings.Join(append(lines[:min(i, len(lines))], body...), "\n") + "\n"
 }
