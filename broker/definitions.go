@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"crypto/md5"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -206,7 +208,7 @@ func defErr(format string, a ...any) error {
 // *DefinitionsError and change nothing. With a data directory the result
 // is saved with the durable definitions.
 func (s *Server) ImportDefinitions(d Definitions) error {
-	users, err := importUsers(d.Users)
+	users, err := importUsers(d.Users, d.RabbitVersion)
 	if err != nil {
 		return err
 	}
@@ -292,7 +294,7 @@ func (s *Server) ImportVHostDefinitions(vhost string, d VHostDefinitions) error 
 }
 
 // importUsers turns definition users into Users, checking their hashes.
-func importUsers(in []DefinitionUser) ([]User, error) {
+func importUsers(in []DefinitionUser, version string) ([]User, error) {
 	var out []User
 	for _, du := range in {
 		if du.Name == "" {
@@ -323,6 +325,16 @@ func importUsers(in []DefinitionUser) ([]User, error) {
 		if du.Password == "" {
 			if du.PasswordHash == "" {
 				return nil, defErr("user '%s' has no password_hash (users without a password are not supported)", du.Name)
+			}
+			if du.HashingAlgorithm == "" {
+				// Files from RabbitMQ before 3.6 have MD5 hashes and no
+				// hashing_algorithm: RabbitMQ takes rabbit_version 3.0 to
+				// 3.5 for MD5. A hash of MD5's size is one in any case.
+				b, err := base64.StdEncoding.DecodeString(du.PasswordHash)
+				old := strings.HasPrefix(version, "3.") && len(version) > 3 && version[2] >= '0' && version[2] <= '5' && version[3] == '.'
+				if old || (err == nil && len(b) == 4+md5.Size) {
+					du.HashingAlgorithm = hashMD5
+				}
 			}
 			if _, err := decodeHashAlg(du.PasswordHash, du.HashingAlgorithm); err != nil {
 				return nil, defErr("user '%s': %v", du.Name, err)
@@ -523,7 +535,7 @@ func (s *Server) loadAdministrationLocked(d *defs) error {
 	if !d.Accounts {
 		return nil
 	}
-	users, err := importUsers(d.Users)
+	users, err := importUsers(d.Users, "")
 	if err != nil {
 		return fmt.Errorf("broker: definitions: %w", err)
 	}

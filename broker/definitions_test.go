@@ -89,6 +89,9 @@ func TestDefinitionsHTTPAccess(t *testing.T) {
 		{"guest", "guest", "POST", "/api/definitions", `{"users":[{"name":"partial","password":"pw","tags":""}],"exchanges":[{"name":"e","vhost":"/","type":"nope"}]}`, 400, "unknown exchange type"},
 		{"guest", "guest", "GET", "/api/users/partial", "", 404, ""},
 		{"guest", "guest", "GET", "/api/definitions/nosuch", "", 404, ""},
+		// A pre-3.6 file: an MD5 hash without hashing_algorithm.
+		{"guest", "guest", "POST", "/api/definitions", `{"users":[{"name":"old","password_hash":"QS8d/EML0ail1+QYPvG7GNRj7HI=","tags":"management"}]}`, 204, ""},
+		{"old", "m5pw", "GET", "/api/whoami", "", 200, `"name":"old"`},
 		{"guest", "guest", "POST", "/api/definitions", `{}`, 204, ""},
 	} {
 		code, got := apiCall(t, base, s.user, s.pass, s.method, s.path, s.body)

@@ -675,6 +675,7 @@ func (ch *channel) basicGet(m *amqp091.BasicGet) *amqpError {
 		return nil
 	}
 	e := q.popLocked(lv)
+	q.outCount++
 	ch.mu.Lock()
 	ch.nextTag++
 	tag := ch.nextTag

@@ -43,6 +43,8 @@ type serverMonitor struct {
 	startedAt time.Time
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	// rates has its own lock (oslo.go).
+	rates rateSampler
 }
 
 // HTTPAddr returns the management HTTP listener's address, or nil.
@@ -162,9 +164,12 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/channels", levelManagement, a.channels)
 	h("GET /api/consumers", levelManagement, a.consumers)
 	h("GET /api/consumers/{vhost}", levelManagement, a.consumers)
+	h("GET /api/oslo", levelManagement, a.oslo)
+	h("GET /api/counters", levelMonitoring, a.counters)
+	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
 	a.registerPolicyRoutes(h)
 	a.registerDefinitionRoutes(h)
-	return mux
+	return withUI(mux)
 }
 
 // mgmtRouter matches "METHOD /a/{x}/b" patterns against the escaped path,
@@ -281,13 +286,17 @@ type mgmtRequest struct {
 func (a *mgmtAPI) serve(w http.ResponseWriter, r *http.Request, need tagLevel, f func(*mgmtRequest)) {
 	name, pass, ok := r.BasicAuth()
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		if !fromWebUI(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	u := a.s.lookupUser(name)
 	if u == nil || !u.checkPassword(pass) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		if !fromWebUI(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		}
 		writeError(w, http.StatusUnauthorized, "not_authorized", "Login failed")
 		return
 	}
@@ -1641,3 +1650,21 @@ func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
 	}
 	m.w.WriteHeader(http.StatusNoContent)
 }
+
+func (a *mgmtAPI) oslo(m *mgmtRequest) {
+	vh, ok := m.vhostParam(a.s)
+	if !ok {
+		return
+	}
+	z, err := a.s.Osloz(OslozOptions{VHost: vh})
+	if err != nil {
+		writeNotFound(m.w)
+		return
+	}
+	if vh == "" && m.level < levelMonitoring {
+		z.filterVHosts(m.user.vhostAllowed)
+	}
+	writeJSON(m.w, http.StatusOK, z)
+}
+
+func (a *mgmtAPI) counters(m *mgmtRequest) { writeJSON(m.w, http.StatusOK, a.s.Counters()) }

@@ -25,6 +25,9 @@ type qentry struct {
 	// deliveries counts returns to the queue (quorum x-delivery-count).
 	deliveries  uint32
 	redelivered bool
+	// queuedAt is the unix-ms time the entry joined the ready list (the
+	// oslo view's oldest waiting message); set by pushLocked.
+	queuedAt int64
 }
 
 func (e *qentry) bodySize() int64 {
@@ -85,6 +88,10 @@ type queue struct {
 	ttlAt         int64
 	expTimer      *time.Timer
 	useGen        uint64
+	// inCount counts messages the queue accepted, outCount those it
+	// handed to a consumer or basic.get (the oslo view's rates, oslo.go).
+	inCount  uint64
+	outCount uint64
 }
 
 type consumer struct {
@@ -126,6 +133,9 @@ func (q *queue) pushLocked(e qentry, front bool) {
 			q.pageOutReadyLocked()
 		}
 		q.pageOutLocked(&e)
+	}
+	if e.queuedAt == 0 {
+		e.queuedAt = nowMS()
 	}
 	if front {
 		lv.PushFront(e)
@@ -354,6 +364,7 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		stored = true
 	}
 	m.hold(q.vh.srv)
+	q.inCount++
 	if q.readyCount == 0 && len(q.consumers) > 0 {
 		if q.deliverLocked(&e, &dls, via) {
 			q.mu.Unlock()
@@ -454,6 +465,7 @@ func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
 	if !ok {
 		return false
 	}
+	q.outCount++
 	if noAck {
 		q.forgetLocked(*e)
 	} else {

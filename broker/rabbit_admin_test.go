@@ -433,4 +433,18 @@ func definitionsToRabbitMQ(t *testing.T, rabbit, ours adminTarget) {
 	export := ours.call(t, "GET", "/api/definitions", "", 200)
 	rabbit.call(t, "POST", "/api/definitions", export, 204)
 	checkDefinitionsLoaded(t, rabbit, "fromoslogo", "o", rabbitHashes[1].password)
+
+	// A file from RabbitMQ 3.5: an MD5 hash without hashing_algorithm.
+	old := `{"rabbit_version":"3.5.7","users":[{"name":"old35","password_hash":"` + rabbitHashes[2].hash + `","tags":""}],` +
+		`"permissions":[{"user":"old35","vhost":"fromoslogo","configure":".*","write":".*","read":".*"}]}`
+	for _, a := range []adminTarget{rabbit, ours} {
+		a.call(t, "POST", "/api/definitions", old, 204)
+		host := strings.TrimSuffix(strings.TrimPrefix(a.amqp, "amqp://guest:guest@"), "/")
+		c, err := amqp.Dial("amqp://old35:" + rabbitHashes[2].password + "@" + host + "/fromoslogo")
+		if err != nil {
+			t.Errorf("%s: user of a 3.5 file: %v", a.name, err)
+			continue
+		}
+		c.Close()
+	}
 }
