@@ -8,10 +8,12 @@ import (
 )
 
 // Administration at run time: vhosts, users and permissions, as the
-// management API's PUT and DELETE need them. Vhosts are part of the
-// durable definitions (with a data directory they survive a restart);
-// users and permissions live in memory only, Options being their
-// configuration.
+// management API's PUT and DELETE need them. With a data directory all of
+// them are saved with the durable definitions: vhosts always, users and
+// permissions once one of them was changed at run time (from then on the
+// saved accounts replace Options.Users at start; see saveAccounts and
+// loadAdministrationLocked). Without a data directory they live in memory
+// only.
 //
 // A user is never changed in place: connections read their *user without
 // a lock, so a change replaces the map entry with a new value and
@@ -46,7 +48,18 @@ func (s *Server) DeleteVHost(name string) error {
 		return ErrNotFound
 	}
 	delete(s.vhosts, name)
+	// Permissions in the vhost go with it, as in RabbitMQ: a vhost created
+	// again with the same name starts without them.
+	for un, u := range s.users {
+		if _, ok := u.perms[name]; ok {
+			nu := *u
+			nu.perms = maps.Clone(u.perms)
+			delete(nu.perms, name)
+			s.users[un] = &nu
+		}
+	}
 	s.mu.Unlock()
+	s.dropVHostPolicies(name)
 	for _, c := range s.connList() {
 		if info, _, open := c.mon.snapshot(); open && info.vhost == name {
 			c.forceClose("CONNECTION_FORCED - vhost '" + name + "' is deleted")
@@ -73,13 +86,12 @@ func (s *Server) PutUser(u User) (bool, error) {
 		return false, errors.New("broker: exactly one of password and password_hash is needed")
 	}
 	if u.PasswordHash != "" {
-		if _, err := decodeHash(u.PasswordHash); err != nil {
+		if _, err := decodeHashAlg(u.PasswordHash, u.HashingAlgorithm); err != nil {
 			return false, fmt.Errorf("broker: password_hash: %w", err)
 		}
 	}
 	u.Permissions = nil
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	loopback := false
 	for _, n := range s.opts.LoopbackUsers {
 		loopback = loopback || n == u.Name
@@ -93,8 +105,25 @@ func (s *Server) PutUser(u User) (bool, error) {
 		nu.perms = map[string]*perm{}
 	}
 	s.users[u.Name] = nu
-	return old == nil, nil
+	s.mu.Unlock()
+	return old == nil, s.saveAccounts("user changed")
 }
+
+// saveAccounts marks users and permissions as administered at run time
+// (from now on the data directory keeps them, see saveDefinitions) and
+// saves the definitions.
+func (s *Server) saveAccounts(what string) error {
+	s.accountsDurable.Store(true)
+	if err := s.saveDefinitions(); err != nil {
+		return fmt.Errorf("%w: %s, but the definitions write failed: %w", ErrNotSaved, what, err)
+	}
+	return nil
+}
+
+// ErrNotSaved is returned (wrapped) by the administration methods when
+// the change was made in memory but writing the data directory's
+// definitions failed; the next successful save writes it.
+var ErrNotSaved = errors.New("broker: change not saved")
 
 // DeleteUser removes a user and closes its connections with 320
 // CONNECTION_FORCED, as RabbitMQ 3.10 does.
@@ -111,7 +140,7 @@ func (s *Server) DeleteUser(name string) error {
 			c.forceClose("CONNECTION_FORCED - user '" + name + "' is deleted")
 		}
 	}
-	return nil
+	return s.saveAccounts("user deleted")
 }
 
 // SetPermission sets a user's permissions in a vhost; it reports whether
@@ -124,30 +153,32 @@ func (s *Server) SetPermission(user, vhost string, p Permission) (bool, error) {
 		}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	u := s.users[user]
 	if u == nil || s.vhosts[vhost] == nil {
+		s.mu.Unlock()
 		return false, ErrNotFound
 	}
 	nu := s.userWithPermsLocked(u)
 	_, had := nu.perms[vhost]
 	nu.perms[vhost] = newPerm(p)
 	s.users[user] = nu
-	return !had, nil
+	s.mu.Unlock()
+	return !had, s.saveAccounts("permissions set")
 }
 
 // ClearPermission removes a user's permissions in a vhost.
 func (s *Server) ClearPermission(user, vhost string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	u := s.users[user]
 	if u == nil || !u.vhostAllowed(vhost) || s.vhosts[vhost] == nil {
+		s.mu.Unlock()
 		return ErrNotFound
 	}
 	nu := s.userWithPermsLocked(u)
 	delete(nu.perms, vhost)
 	s.users[user] = nu
-	return nil
+	s.mu.Unlock()
+	return s.saveAccounts("permissions cleared")
 }
 
 // userWithPermsLocked copies u with an explicit permission map of its own.

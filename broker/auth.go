@@ -2,14 +2,16 @@ package broker
 
 import (
 	"bytes"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 
 	"github.com/oslogo/oslogo/broker/internal/amqp091"
 )
@@ -27,12 +29,47 @@ func hashWithSalt(salt []byte, password string) string {
 	return base64.StdEncoding.EncodeToString(append(append([]byte(nil), salt...), h[:]...))
 }
 
-func decodeHash(s string) ([]byte, error) {
+func decodeHash(s string) ([]byte, error) { return decodeHashAlg(s, "") }
+
+// RabbitMQ's password hashing modules.
+const (
+	hashSHA256 = "rabbit_password_hashing_sha256"
+	hashSHA512 = "rabbit_password_hashing_sha512"
+	hashMD5    = "rabbit_password_hashing_md5"
+)
+
+// hashFunc returns the hash of a RabbitMQ hashing module ("" is sha256).
+func hashFunc(alg string) (func([]byte) []byte, int, bool) {
+	switch alg {
+	case "", hashSHA256:
+		return func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }, sha256.Size, true
+	case hashSHA512:
+		return func(b []byte) []byte { h := sha512.Sum512(b); return h[:] }, sha512.Size, true
+	case hashMD5:
+		return func(b []byte) []byte { h := md5.Sum(b); return h[:] }, md5.Size, true
+	}
+	return nil, 0, false
+}
+
+// decodeHashAlg checks a RabbitMQ password hash: base64 of a 4-byte salt
+// and the hash of salt+password.
+func decodeHashAlg(s, alg string) ([]byte, error) {
+	_, size, ok := hashFunc(alg)
+	if !ok {
+		return nil, fmt.Errorf("unsupported hashing algorithm %q", alg)
+	}
 	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != 4+sha256.Size {
-		return nil, errors.New("password hash is not base64(salt[4] + sha256)")
+	if err != nil || len(b) != 4+size {
+		return nil, fmt.Errorf("password hash is not base64(salt[4] + %s)", strings.TrimPrefix(orSHA256(alg), "rabbit_password_hashing_"))
 	}
 	return b, nil
+}
+
+func orSHA256(alg string) string {
+	if alg == "" {
+		return hashSHA256
+	}
+	return alg
 }
 
 // defaultGuest is RabbitMQ's default user: guest/guest with every
@@ -55,7 +92,8 @@ func newPerm(p Permission) *perm {
 
 type user struct {
 	name     string
-	hash     []byte // salt + sha256
+	hash     []byte // salt + hash(salt + password)
+	alg      string // RabbitMQ hashing module of hash; "" is sha256
 	tags     []string
 	loopback bool
 	// perms by vhost. A vhost missing here may not be opened, as in
@@ -65,14 +103,18 @@ type user struct {
 
 func newUser(u User, loopback bool) *user {
 	var hash []byte
+	alg := ""
 	if u.PasswordHash != "" {
-		hash, _ = decodeHash(u.PasswordHash)
+		hash, _ = decodeHashAlg(u.PasswordHash, u.HashingAlgorithm)
+		if u.HashingAlgorithm != hashSHA256 {
+			alg = u.HashingAlgorithm
+		}
 	} else {
 		var salt [4]byte
 		_, _ = rand.Read(salt[:])
 		hash, _ = decodeHash(hashWithSalt(salt[:], u.Password))
 	}
-	usr := &user{name: u.Name, hash: hash, tags: u.Tags, loopback: loopback, perms: map[string]*perm{}}
+	usr := &user{name: u.Name, hash: hash, alg: alg, tags: u.Tags, loopback: loopback, perms: map[string]*perm{}}
 	for vh, p := range u.Permissions {
 		usr.perms[vh] = newPerm(p)
 	}
@@ -99,9 +141,13 @@ func permPattern(re string) string {
 }
 
 func (u *user) checkPassword(pw string) bool {
-	h := sha256.Sum256(append(append([]byte(nil), u.hash[:4]...), pw...))
-	return subtle.ConstantTimeCompare(h[:], u.hash[4:]) == 1
+	f, _, _ := hashFunc(u.alg)
+	h := f(append(append([]byte(nil), u.hash[:4]...), pw...))
+	return subtle.ConstantTimeCompare(h, u.hash[4:]) == 1
 }
+
+// hashAlgorithm is the RabbitMQ name of the user's password hash.
+func (u *user) hashAlgorithm() string { return orSHA256(u.alg) }
 
 // allowsAll reports whether u's permissions on vh are ".*" for all three
 // kinds, so that per-name checks (and their cache) can be skipped.

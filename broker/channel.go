@@ -520,7 +520,7 @@ func (ch *channel) routeAndEnqueue(m *message, ex *exchange, mandatory bool, seq
 	stored := false
 	rejected := false
 	for _, q := range queues {
-		if now == 0 && (q.msgTTL >= 0 || m.ttl >= 0) {
+		if now == 0 && (q.mayExpire() || m.ttl >= 0) {
 			now = nowMS()
 		}
 		acc, st := q.publish(m, now, ch.conn)

@@ -12,7 +12,8 @@
 // Concurrency: each connection has one reader goroutine (decoding frames,
 // routing publishes, delivering straight into consumers' output buffers)
 // and one writer goroutine that flushes its buffer in batches. Lock order:
-// vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu,
-// channel.confirmMu and the management API's connMonitor.mu are leaves;
-// vhost.statsMu (stats.go) is taken alone or before connMonitor.mu.
+// Server.pol.mu (policy writers, policy.go), then vhost.mu, then queue.mu,
+// then channel.mu, then conn.outMu; store.mu, channel.confirmMu and the
+// management API's connMonitor.mu are leaves; vhost.statsMu (stats.go) is
+// taken alone or before connMonitor.mu.
 package broker

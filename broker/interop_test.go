@@ -186,10 +186,12 @@ func TestAMQP091GoIntegrationSuite(t *testing.T) {
 		}
 		return nil
 	})
-	out = run(t, 8*time.Minute, dir, []string{"AMQP_URL=" + url, "GOFLAGS=-mod=mod"},
+	ctlShim := rabbitmqctlShim(t, "http://"+amqp091MgmtAddr)
+	out = run(t, 8*time.Minute, dir, []string{"AMQP_URL=" + url, "GOFLAGS=-mod=mod", "RABBITMQ_RABBITMQCTL_PATH=" + ctlShim},
 		"go", "test", "-tags", "integration", "-count=1", "-timeout", "7m", "-v", ".")
 	pass := strings.Count(out, "--- PASS")
-	if strings.Contains(out, "--- FAIL") || pass < 200 || !strings.Contains(out, "--- PASS: TestConnectionRecoveryAutoDeleteExchangeCascade") {
+	if strings.Contains(out, "--- FAIL") || pass < 200 || !strings.Contains(out, "--- PASS: TestConnectionRecoveryAutoDeleteExchangeCascade") ||
+		!strings.Contains(out, "--- PASS: TestConnection_Close_WhenMemoryAlarmIsActive") {
 		t.Fatalf("amqp091-go integration suite: %d passed\n%s", pass, out)
 	}
 	var skipped []string
@@ -199,6 +201,25 @@ func TestAMQP091GoIntegrationSuite(t *testing.T) {
 		}
 	}
 	t.Logf("amqp091-go integration suite: %d tests passed, skipped by the suite itself: %v", pass, skipped)
+}
+
+// rabbitmqctlShim builds oslogo and writes a script that runs `oslogo ctl`
+// against the management API at apiURL, for the suite's
+// RABBITMQ_RABBITMQCTL_PATH: TestConnection_Close_WhenMemoryAlarmIsActive
+// runs "$RABBITMQ_RABBITMQCTL_PATH set_vm_memory_high_watermark 0.0001"
+// (and 0.4 after), which oslogo ctl sends to the broker's
+// PUT /api/nodes/{node}/memory-high-watermark.
+func rabbitmqctlShim(t *testing.T, apiURL string) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "oslogo")
+	run(t, 5*time.Minute, "", nil, "go", "build", "-o", bin, "../cmd/oslogo")
+	shim := filepath.Join(dir, "rabbitmqctl")
+	script := "#!/bin/sh\nexec " + bin + " ctl --url " + apiURL + " --username guest --password guest \"$@\"\n"
+	if err := os.WriteFile(shim, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return shim
 }
 
 // TestOsloMessagingFunctionalSuite runs the functional tests Debian ships

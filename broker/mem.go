@@ -52,6 +52,6 @@ func (s *Server) memoryUsed() int64 { return s.queuedBytes.Load() }
 // underPressure reports whether counted memory passed the paging ratio of
 // the high watermark: then every queue with waiting messages pages.
 func (s *Server) underPressure() bool {
-	hw := s.opts.MemoryHighWatermark
+	hw := s.highWatermark()
 	return hw > 0 && float64(s.queuedBytes.Load()) > float64(hw)*s.opts.PagingRatio
 }

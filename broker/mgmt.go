@@ -132,6 +132,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/health/checks/port-listener/{port}", levelManagement, a.portListener)
 	h("GET /api/healthchecks/node", levelManagement, a.nodeHealth)
 	h("GET /api/nodes", levelMonitoring, a.nodes)
+	h("GET /api/nodes/{node}/memory-high-watermark", levelMonitoring, a.getWatermark)
+	h("PUT /api/nodes/{node}/memory-high-watermark", levelAdministrator, a.putWatermark)
 	h("GET /api/vhosts", levelManagement, a.vhosts)
 	h("GET /api/vhosts/{vhost}", levelManagement, a.vhost)
 	h("GET /api/users", levelAdministrator, a.users)
@@ -177,6 +179,8 @@ func (s *Server) ManagementHandler() http.Handler {
 	h("GET /api/oslo", levelManagement, a.oslo)
 	h("GET /api/counters", levelMonitoring, a.counters)
 	h("GET /api/oslo/{vhost}", levelManagement, a.oslo)
+	a.registerPolicyRoutes(h)
+	a.registerDefinitionRoutes(h)
 	return withUI(mux)
 }
 
@@ -459,7 +463,7 @@ func (s *Server) Nodes() []NodeInfo {
 		up = time.Since(started).Milliseconds()
 	}
 	return []NodeInfo{{Name: s.NodeName(), Type: "disc", Running: true, OSPid: strconv.Itoa(os.Getpid()),
-		MemUsed: ms.Sys, MemLimit: s.opts.MemoryHighWatermark, MemAlarm: s.alarm.Load(), Uptime: up,
+		MemUsed: ms.Sys, MemLimit: s.highWatermark(), MemAlarm: s.alarm.Load(), Uptime: up,
 		Processors: runtime.NumCPU(), RatesMode: "basic"}}
 }
 
@@ -1488,6 +1492,13 @@ func (a *mgmtAPI) putVHost(m *mgmtRequest) {
 		return
 	}
 	if created {
+		// As RabbitMQ 3.10.8: the user who creates a vhost gets every
+		// permission in it (TestAdministrationMatchesRabbitMQ).
+		all := Permission{Configure: ".*", Write: ".*", Read: ".*"}
+		if _, err := a.s.SetPermission(m.user.name, m.r.PathValue("vhost"), all); err != nil && !errors.Is(err, ErrNotFound) {
+			writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
+			return
+		}
 		m.w.WriteHeader(http.StatusCreated)
 		return
 	}
@@ -1552,10 +1563,11 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 		writeError(m.w, http.StatusBadRequest, "bad_request", "tags must be a string or a list")
 		return
 	}
-	if b.HashingAlgorithm != "" && b.HashingAlgorithm != "rabbit_password_hashing_sha256" {
-		writeError(m.w, http.StatusBadRequest, "bad_request", "only rabbit_password_hashing_sha256 is supported")
+	if _, _, ok := hashFunc(b.HashingAlgorithm); !ok {
+		writeError(m.w, http.StatusBadRequest, "bad_request", "hashing_algorithm: only rabbit_password_hashing_sha256, _sha512 and _md5 are supported")
 		return
 	}
+	u.HashingAlgorithm = b.HashingAlgorithm
 	if b.Password != nil {
 		u.Password = *b.Password
 	}
@@ -1563,6 +1575,10 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 		u.PasswordHash = *b.PasswordHash
 	}
 	created, err := a.s.PutUser(u)
+	if errors.Is(err, ErrNotSaved) {
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
+		return
+	}
 	if err != nil {
 		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
 		return
@@ -1576,7 +1592,7 @@ func (a *mgmtAPI) putUser(m *mgmtRequest) {
 
 func (a *mgmtAPI) deleteUser(m *mgmtRequest) {
 	if err := a.s.DeleteUser(m.r.PathValue("user")); err != nil {
-		writeNotFound(m.w)
+		writeAdminError(m.w, err)
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)
@@ -1628,6 +1644,8 @@ func (a *mgmtAPI) putPermission(m *mgmtRequest) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeNotFound(m.w)
+	case errors.Is(err, ErrNotSaved):
+		writeError(m.w, http.StatusInternalServerError, "internal_server_error", err.Error())
 	case err != nil:
 		writeError(m.w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "broker: "))
 	case created:
@@ -1639,7 +1657,7 @@ func (a *mgmtAPI) putPermission(m *mgmtRequest) {
 
 func (a *mgmtAPI) deletePermission(m *mgmtRequest) {
 	if err := a.s.ClearPermission(m.r.PathValue("user"), m.r.PathValue("vhost")); err != nil {
-		writeNotFound(m.w)
+		writeAdminError(m.w, err)
 		return
 	}
 	m.w.WriteHeader(http.StatusNoContent)

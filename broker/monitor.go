@@ -361,7 +361,7 @@ func (s *Server) Users() []UserInfo {
 	for _, u := range s.userList() {
 		tags := append([]string{}, u.tags...)
 		out = append(out, UserInfo{Name: u.name, PasswordHash: base64.StdEncoding.EncodeToString(u.hash),
-			HashingAlgorithm: "rabbit_password_hashing_sha256", Tags: tags, Limits: map[string]any{}})
+			HashingAlgorithm: u.hashAlgorithm(), Tags: tags, Limits: map[string]any{}})
 	}
 	return out
 }
@@ -438,6 +438,8 @@ type QueueInfo struct {
 	State                  string         `json:"state"`
 	Node                   string         `json:"node"`
 	Policy                 *string        `json:"policy"`
+	OperatorPolicy         *string        `json:"operator_policy"`
+	EffectivePolicy        map[string]any `json:"effective_policy_definition"`
 	ExclusiveConsumerTag   *string        `json:"exclusive_consumer_tag"`
 	OwnerPidDetails        *ConnRef       `json:"owner_pid_details,omitempty"`
 	Messages               int            `json:"messages"`
@@ -503,6 +505,7 @@ func (q *queue) info(node string, details bool) QueueInfo {
 		qi.OwnerPidDetails = &ref
 	}
 	q.mu.Lock()
+	qi.Policy, qi.EffectivePolicy = q.queuePolicyInfoLocked()
 	qi.MessagesReady = q.readyCount
 	qi.MessagesUnacknowledged = q.unacked
 	qi.MessageBytesReady = q.readyBytes

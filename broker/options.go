@@ -98,12 +98,16 @@ type Options struct {
 }
 
 // User is one account. Exactly one of Password and PasswordHash is set;
-// PasswordHash uses RabbitMQ's rabbit_password_hashing_sha256 format
-// (base64 of a 4-byte salt followed by SHA-256(salt+password)).
+// PasswordHash uses RabbitMQ's format, base64 of a 4-byte salt followed by
+// HASH(salt+password), with the hash HashingAlgorithm names.
 type User struct {
 	Name         string
 	Password     string
 	PasswordHash string
+	// HashingAlgorithm is RabbitMQ's name of PasswordHash's hash:
+	// rabbit_password_hashing_sha256 (the default when empty),
+	// rabbit_password_hashing_sha512 or rabbit_password_hashing_md5.
+	HashingAlgorithm string
 	// Tags are informational (e.g. "administrator").
 	Tags []string
 	// Permissions per vhost. A vhost not listed may not be opened; each
@@ -208,7 +212,7 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("broker: user %q needs exactly one of Password and PasswordHash", u.Name)
 		}
 		if u.PasswordHash != "" {
-			if _, err := decodeHash(u.PasswordHash); err != nil {
+			if _, err := decodeHashAlg(u.PasswordHash, u.HashingAlgorithm); err != nil {
 				return fmt.Errorf("broker: user %q: %w", u.Name, err)
 			}
 		}

@@ -65,6 +65,8 @@ type queue struct {
 	maxPriority   int
 	sac           bool
 	deliveryLimit int64
+	// pol: the queue's own settings and its policy (policy.go).
+	pol queuePolicy
 
 	mu         sync.Mutex
 	ready      []ring[qentry] // one per priority level
@@ -319,11 +321,13 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		q.mu.Unlock()
 		return true, false
 	}
+	// A policy may change the limits: read them under the lock only.
+	overflow := q.overflow
 	if q.full(m) {
-		switch q.overflow {
+		switch overflow {
 		case overflowRejectPub, overflowRejectPubDLX:
 			q.mu.Unlock()
-			if q.overflow == overflowRejectPubDLX {
+			if overflow == overflowRejectPubDLX {
 				q.vh.deadLetter(q, []deadLetter{{e: qentry{m: m}, reason: "maxlen"}})
 			}
 			return false, false
@@ -352,10 +356,10 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 	if q.maxLen == 0 || (q.maxBytes == 0 && m.size() > 0) {
 		// A zero-length queue keeps nothing; drop-head drops the new message.
 		q.mu.Unlock()
-		if q.overflow == overflowDropHead || q.overflow == "" {
+		if overflow == overflowDropHead || overflow == "" {
 			q.vh.deadLetter(q, []deadLetter{{e: e, reason: "maxlen"}})
 		}
-		return q.overflow == overflowDropHead || q.overflow == "", false
+		return overflow == overflowDropHead || overflow == "", false
 	}
 	if q.durable && m.persistent && q.vh.srv.store != nil {
 		e.id = q.vh.srv.store.enqueue(q, m)

@@ -35,6 +35,10 @@ type Server struct {
 	users     map[string]*user
 	vhosts    map[string]*vhost
 	mon       serverMonitor // management API state (mgmt.go)
+	pol       policyState   // policies (policy.go)
+	// accountsDurable: users or permissions were changed at run time, so
+	// the data directory keeps them (admin.go, store.go).
+	accountsDurable atomic.Bool
 
 	store   *store
 	storeIO storeIO // tests only: faults between the store and its files
@@ -46,6 +50,7 @@ type Server struct {
 	alarm        atomic.Bool
 	alarmMu      sync.Mutex
 	alarmCond    *sync.Cond
+	wm           watermarkState // the memory high watermark (watermark.go)
 
 	// quit is closed by Shutdown: it ends the accept loops' back-off.
 	quit chan struct{}
@@ -66,6 +71,7 @@ func New(opts Options) (*Server, error) {
 		ready: make(chan struct{}), users: map[string]*user{}, vhosts: map[string]*vhost{},
 		quit: make(chan struct{})}
 	s.alarmCond = sync.NewCond(&s.alarmMu)
+	s.wm.bytes.Store(opts.MemoryHighWatermark)
 	loop := map[string]bool{}
 	for _, n := range opts.LoopbackUsers {
 		loop[n] = true
@@ -296,26 +302,13 @@ func (s *Server) vhost(name string) *vhost {
 }
 
 // addQueued tracks counted memory (see mem.go) and raises or clears the
-// memory alarm.
+// memory alarm (watermark.go).
 func (s *Server) addQueued(n int64) {
 	v := s.queuedBytes.Add(n)
-	hw := s.opts.MemoryHighWatermark
-	if hw == 0 {
+	if s.wm.bytes.Load() == 0 && !s.alarm.Load() {
 		return
 	}
-	if v > hw && !s.alarm.Load() {
-		s.alarmMu.Lock()
-		if !s.alarm.Load() {
-			s.alarm.Store(true)
-			s.log.Warn("memory high watermark reached, blocking publishers", "queued_bytes", v)
-		}
-		s.alarmMu.Unlock()
-	} else if v < hw*9/10 && s.alarm.Load() {
-		s.alarmMu.Lock()
-		s.alarm.Store(false)
-		s.alarmCond.Broadcast()
-		s.alarmMu.Unlock()
-	}
+	s.evalAlarm(v)
 }
 
 // Shutdown closes listeners and connections (with connection.close

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -936,10 +937,16 @@ func decodeRecord(p []byte) (uint64, *recovered, bool) {
 
 type defs struct {
 	VHosts []vhostDefs `json:"vhosts"`
+	// Accounts: users and permissions were administered at run time and
+	// are kept here; they then replace Options.Users at start.
+	Accounts    bool             `json:"accounts,omitempty"`
+	Users       []DefinitionUser `json:"users,omitempty"`
+	Permissions []PermissionInfo `json:"permissions,omitempty"`
 }
 
 type vhostDefs struct {
 	Name      string        `json:"name"`
+	Policies  []Policy      `json:"policies,omitempty"`
 	Exchanges []exchangeDef `json:"exchanges"`
 	Queues    []queueDef    `json:"queues"`
 	Bindings  []bindingDef  `json:"bindings"`
@@ -1025,8 +1032,19 @@ func (s *Server) saveDefinitions() error {
 		vhs = append(vhs, vh)
 	}
 	s.mu.Unlock()
+	if s.accountsDurable.Load() {
+		d.Accounts = true
+		for _, u := range s.Users() {
+			d.Users = append(d.Users, DefinitionUser{Name: u.Name, PasswordHash: u.PasswordHash, HashingAlgorithm: u.HashingAlgorithm, Tags: u.Tags})
+		}
+		d.Permissions = s.Permissions()
+	}
+	pols := s.policySnapshot()
 	for _, vh := range vhs {
 		vd := vhostDefs{Name: vh.name}
+		for _, p := range pols.byVHost[vh.name] {
+			vd.Policies = append(vd.Policies, p.Policy)
+		}
 		vh.mu.RLock()
 		for _, e := range vh.exchanges {
 			if e.durable && e.name != "" && !reservedName(e.name) {
@@ -1107,8 +1125,13 @@ func (s *Server) loadDefinitions() error {
 		return fmt.Errorf("broker: definitions: %w", err)
 	}
 	var d defs
-	if err := json.Unmarshal(data, &d); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
 		return fmt.Errorf("broker: definitions: %w", err)
+	}
+	if err := s.loadAdministrationLocked(&d); err != nil {
+		return err
 	}
 	for _, vd := range d.VHosts {
 		vh := s.vhosts[vd.Name]

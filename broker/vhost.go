@@ -169,6 +169,7 @@ func (vh *vhost) newQueue(s queueSpec, owner *conn) (*queue, *amqpError) {
 		q.sac = b
 	}
 	q.ready = make([]ring[qentry], q.maxPriority+1)
+	q.initPolicy()
 	return q, nil
 }
 
@@ -277,10 +278,13 @@ func (vh *vhost) removeExchangeLocked(e *exchange) (durableGone bool) {
 // deadLetter republishes messages to their queue's dead-letter exchange
 // with RabbitMQ's x-death headers; without one they are dropped.
 func (vh *vhost) deadLetter(q *queue, dls []deadLetter) {
-	if len(dls) == 0 || q.dlx == "" {
+	if len(dls) == 0 {
 		return
 	}
-	dlx := q.dlx
+	dlx, dlrk, hasDLRK := q.deadLetterTarget()
+	if dlx == "" {
+		return
+	}
 	if dlx == "\x00default" {
 		dlx = ""
 	}
@@ -296,8 +300,8 @@ func (vh *vhost) deadLetter(q *queue, dls []deadLetter) {
 			h[k] = v
 		}
 		rk := m.routingKey
-		if q.hasDLRK {
-			rk = q.dlrk
+		if hasDLRK {
+			rk = dlrk
 		}
 		deaths, _ := h["x-death"].([]any)
 		var found amqp091.Table
