@@ -118,7 +118,7 @@ func TestDenyTransientNonExclQueues(t *testing.T) {
 	c := dial(t, url)
 	ch := openCh(t, c)
 	for _, d := range []struct {
-		name                string
+		name               string
 		durable, exclusive bool
 	}{{"d", true, false}, {"e", false, true}, {"de", true, true}, {"", false, true}} {
 		if _, err := ch.QueueDeclare(d.name, d.durable, false, d.exclusive, false, nil); err != nil {
