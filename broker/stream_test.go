@@ -11,8 +11,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-var streamArgs = amqp.Table{"x-queue-type": "stream"}
-
 func declareStream(t testing.TB, ch *amqp.Channel, name string, extra amqp.Table) {
 	t.Helper()
 	args := amqp.Table{"x-queue-type": "stream"}
