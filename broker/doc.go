@@ -2,7 +2,8 @@
 // RabbitMQ model (exchanges, bindings, queues) and the RabbitMQ extensions
 // clients rely on (publisher confirms, basic.nack, consumer cancel notify,
 // exchange-to-exchange bindings, per-consumer qos, connection.blocked,
-// dead-lettering, TTLs, priorities, quorum-queue delivery limits).
+// dead-lettering, TTLs, priorities, quorum-queue delivery limits, stream
+// queues over AMQP 0-9-1 with x-stream-offset).
 //
 // It embeds like nats-server: New validates Options and does no I/O, Start
 // listens and returns at once, ReadyForConnections waits until clients can
@@ -13,5 +14,6 @@
 // routing publishes, delivering straight into consumers' output buffers)
 // and one writer goroutine that flushes its buffer in batches. Lock order:
 // vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu,
-// channel.confirmMu and the management API's connMonitor.mu are leaves.
+// channel.confirmMu and the management API's connMonitor.mu are leaves. A
+// stream queue's log (streamlog.go) is guarded by its queue.mu.
 package broker

@@ -553,3 +553,69 @@ func streamRefusalCases(vh string) []refusalCase {
 	}
 	return cases
 }
+
+// TestStreamSurvivesKill9: every confirmed message of a stream, persistent
+// or not, is there after the broker process is killed with SIGKILL right
+// after the last confirm (records are written before the confirm; the OS
+// keeps them when the process dies).
+func TestStreamSurvivesKill9(t *testing.T) {
+	dir := t.TempDir()
+	cmd, url := startChild(t, dir)
+	c := dialChild(t, cmd, url)
+	ch, err := c.Channel()
+	if err != nil {
+		kill9(t, cmd)
+		t.Fatal(err)
+	}
+	args := amqp.Table{"x-queue-type": "stream", "x-stream-max-segment-size-bytes": int64(4096)}
+	if _, err := ch.QueueDeclare("k9", true, false, false, false, args); err != nil {
+		kill9(t, cmd)
+		t.Fatal(err)
+	}
+	const n = 500
+	_ = ch.Confirm(false)
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, n))
+	for i := range n {
+		mode := amqp.Transient
+		if i%2 == 0 {
+			mode = amqp.Persistent
+		}
+		if err := ch.PublishWithContext(context.Background(), "", "k9", false, false, amqp.Publishing{DeliveryMode: mode, Body: []byte(strconv.Itoa(i))}); err != nil {
+			kill9(t, cmd)
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		select {
+		case cf := <-confirms:
+			if !cf.Ack {
+				kill9(t, cmd)
+				t.Fatalf("nack for %d", cf.DeliveryTag)
+			}
+		case <-time.After(20 * time.Second):
+			kill9(t, cmd)
+			t.Fatalf("confirm %d missing", i)
+		}
+	}
+	kill9(t, cmd)
+	_ = c.Close()
+
+	cmd, url = startChild(t, dir)
+	defer kill9(t, cmd)
+	c2 := dialChild(t, cmd, url)
+	defer c2.Close()
+	if _, err := openCh(t, c2).QueueDeclare("k9", true, false, false, false, args); err != nil {
+		t.Fatal(err)
+	}
+	streamPublish(t, openCh(t, c2), "k9", "after")
+	_, d := streamConsume(t, c2, "k9", 100, "first")
+	got := takeStream(t, d, 500*time.Millisecond)
+	if len(got) != n+1 || got[n] != fmt.Sprintf("after@%d", n) {
+		t.Fatalf("after SIGKILL: %d records, last %q", len(got), got[len(got)-1:])
+	}
+	for i := range n {
+		if want := fmt.Sprintf("%d@%d", i, i); got[i] != want {
+			t.Fatalf("record %d: %q, want %q", i, got[i], want)
+		}
+	}
+}
