@@ -659,3 +659,33 @@ func TestStreamRecoveryCutsTornRecord(t *testing.T) {
 		t.Fatalf("after a torn record: %v", got)
 	}
 }
+
+// TestStreamHoldsTwoDescriptors: only the segment being written is open for
+// writing, and older segments are read through one cached handle.
+func TestStreamHoldsTwoDescriptors(t *testing.T) {
+	s, url := startBroker(t, func(o *Options) { o.DataDir = t.TempDir() })
+	c := dial(t, url)
+	ch := openCh(t, c)
+	declareStream(t, ch, "fds", amqp.Table{"x-stream-max-segment-size-bytes": int64(300)})
+	bodies := make([]string, 60)
+	for i := range bodies {
+		bodies[i] = fmt.Sprintf("%0100d", i)
+	}
+	streamPublish(t, ch, "fds", bodies...)
+	_, d := streamConsume(t, c, "fds", 100, "first")
+	if got := takeStream(t, d, 300*time.Millisecond); len(got) != 60 {
+		t.Fatalf("read back %d of 60", len(got))
+	}
+	q := streamOf(t, s, "/", "fds")
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	open := 0
+	for _, sg := range q.stream.segs {
+		if sg.f != nil {
+			open++
+		}
+	}
+	if len(q.stream.segs) < 20 || open != 1 || q.stream.rf == nil {
+		t.Fatalf("%d segments, %d open for writing, read handle %v", len(q.stream.segs), open, q.stream.rf != nil)
+	}
+}
