@@ -88,6 +88,8 @@ type queue struct {
 }
 
 type consumer struct {
+	// soff is a stream consumer's next offset, guarded by q.mu.
+	soff      int64
 	tag       string
 	ch        *channel
 	q         *queue
@@ -95,8 +97,6 @@ type consumer struct {
 	exclusive bool
 	prefetch  int
 	priority  int64 // x-priority: higher receives first while it has capacity
-	// soff is a stream consumer's next offset, guarded by q.mu.
-	soff int64
 	// unacked is guarded by ch.mu.
 	unacked int
 }
