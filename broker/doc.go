@@ -14,6 +14,5 @@
 // routing publishes, delivering straight into consumers' output buffers)
 // and one writer goroutine that flushes its buffer in batches. Lock order:
 // vhost.mu, then queue.mu, then channel.mu, then conn.outMu; store.mu,
-// channel.confirmMu and the management API's connMonitor.mu are leaves. A
-// stream queue's log (streamlog.go) is guarded by its queue.mu.
+// channel.confirmMu and the management API's connMonitor.mu are leaves.
 package broker
