@@ -52,6 +52,8 @@ type queue struct {
 	autoDelete bool
 	owner      *conn
 	args       amqp091.Table
+	// stream is the log of a stream queue (stream.go); nil for others.
+	stream *streamLog
 
 	quorum        bool
 	maxLen        int64
@@ -97,6 +99,8 @@ type queue struct {
 }
 
 type consumer struct {
+	// soff is a stream consumer's next offset, guarded by q.mu.
+	soff      int64
 	tag       string
 	ch        *channel
 	q         *queue
@@ -315,6 +319,9 @@ func (q *queue) forgetLocked(e qentry) {
 // publish enqueues m. It reports whether the queue accepted the message
 // (reject-publish overflow refuses) and whether it was written to the store.
 func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool) {
+	if q.stream != nil {
+		return q.streamPublish(m, via), false
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	if q.deleted {
@@ -484,6 +491,10 @@ func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
 
 // dispatchLocked delivers ready messages while consumers have capacity.
 func (q *queue) dispatchLocked(dls *[]deadLetter, via *conn) {
+	if q.stream != nil {
+		q.streamDispatchLocked(via)
+		return
+	}
 	if len(q.consumers) == 0 || q.readyCount == 0 {
 		return
 	}
@@ -604,6 +615,10 @@ func (q *queue) onExpire(gen uint64) {
 // requeue returns unacknowledged entries to the head of the queue in their
 // original order, counting quorum delivery attempts.
 func (q *queue) requeue(es []qentry, via *conn) {
+	if q.stream != nil {
+		q.streamSettle(es, via)
+		return
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	for i := len(es) - 1; i >= 0; i-- {
@@ -634,6 +649,10 @@ func (q *queue) requeue(es []qentry, via *conn) {
 
 // settle removes acknowledged (or rejected without requeue) entries.
 func (q *queue) settle(es []qentry, reject bool, via *conn) {
+	if q.stream != nil {
+		q.streamSettle(es, via)
+		return
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	if !reject {
@@ -679,6 +698,15 @@ func (q *queue) consumerCount() int {
 func (q *queue) messageCount() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.countLocked()
+}
+
+// countLocked is the message count of queue.declare-ok: the ready
+// messages, or a stream's records.
+func (q *queue) countLocked() int {
+	if q.stream != nil {
+		return int(q.stream.count())
+	}
 	return q.readyCount
 }
 
@@ -712,6 +740,9 @@ func (q *queue) stopTimersLocked() {
 	if q.pg != nil {
 		q.pg.close()
 		q.pg = nil
+	}
+	if q.stream != nil {
+		q.stream.close()
 	}
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()

@@ -28,6 +28,7 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
+	denyTransient := fs.Bool("deny-transient-nonexcl-queues", false, "refuse queues that are neither durable nor exclusive with 541, as RabbitMQ 4.3 does (its deprecated feature transient_nonexcl_queues denied)")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	promAddr := fs.String("prometheus", "", "Prometheus /metrics listen address, no authentication, e.g. 127.0.0.1:15692 (default: off; the --http listener serves /metrics to monitoring users)")
 	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
@@ -85,6 +86,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if *verbose {
 		level = slog.LevelDebug
+	}
+	if *denyTransient {
+		opts.DenyTransientNonExclQueues = true
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	if format == "json" {

@@ -33,6 +33,8 @@ type brokerFile struct {
 	VHosts              []string   `toml:"vhosts"`
 	LoopbackUsers       []string   `toml:"loopback_users"`
 	TLS                 *fileTLS   `toml:"tls"`
+	// DenyTransientNonExclQueues: see broker.Options.
+	DenyTransientNonExclQueues bool `toml:"deny_transient_nonexcl_queues"`
 }
 
 type fileUser struct {
@@ -127,6 +129,9 @@ func applyBrokerFileLog(src string, opts *broker.Options, level *slog.Level, for
 		opts.MemoryHighWatermark = f.MemoryHighWatermark
 	}
 	opts.MaxConnections = f.MaxConnections
+	if f.DenyTransientNonExclQueues {
+		opts.DenyTransientNonExclQueues = true
+	}
 	if len(f.Users) > 0 {
 		opts.Users = nil
 		for _, u := range f.Users {
