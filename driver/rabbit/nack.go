@@ -19,19 +19,21 @@ import (
 // for as long as the old leader's node stays down. A channel opened once
 // the new leader is recorded is not affected. (Measured in the faults
 // cluster scenario: a send connection that reconnected within 50 ms of
-// the kill had every publish nacked for the 16 s the node was down.)
+// the kill had every publish nacked for the 16 s the node was down; new
+// channels were nacked for about 0.33 s after the kill.)
 //
 // So a nacked publish retires its channel, as Python oslo.messaging does
 // (ensure() drops the channel after any publish error): new publishes go
 // to a fresh channel, and the old one is closed once its publishes in
 // flight are confirmed (a publish it loses by closing is published again
-// on the current channel, not counted as a retry). The nacked message itself is published again
-// after nackBackoff, within the caller's deadline and retry budget
-// (SendOptions.Retry, the budget of lost publishes too), since the broker
-// did not take it; Python reports the nack to the caller instead. A
-// message the broker routed to several queues and nacked because one of
-// them refused it may reach the others twice: consumers drop duplicates
-// by _unique_id, which the new publish keeps.
+// on the current channel, not counted as a retry). The nacked message
+// itself is published again after nackBackoff, within the caller's
+// deadline and retry budget (SendOptions.Retry, the budget of lost
+// publishes too), since the broker did not take it; Python reports the
+// nack to the caller instead. A message the broker routed to several
+// queues and nacked because one of them refused it may reach the others
+// twice: consumers drop duplicates by _unique_id, which the new publish
+// keeps.
 
 // nackBackoff is the wait before publishing again a message the broker
 // nacked n times (1-based): 50 ms, doubling, at most 1 s. Short, since
