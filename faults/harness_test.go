@@ -389,6 +389,22 @@ func (g *loadGen) callStats(t time.Time) (n, ok int, failed map[string]int, firs
 	return n, ok, failed, firstGood
 }
 
+// errorExamples is the first error message of each class of failed call,
+// so that a report says what failed and not only how often.
+func (g *loadGen) errorExamples() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ex := map[string]string{}
+	for _, c := range g.calls {
+		if c.err != nil {
+			if _, seen := ex[errClass(c.err)]; !seen {
+				ex[errClass(c.err)] = c.err.Error()
+			}
+		}
+	}
+	return ex
+}
+
 // longerThan counts calls that took longer than d.
 func (g *loadGen) longerThan(d time.Duration) int {
 	g.mu.Lock()

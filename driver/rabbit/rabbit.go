@@ -35,6 +35,8 @@ type Driver struct {
 
 	replyRetries atomic.Int32 // returned replies being retried
 
+	nackPatience time.Duration // 0: nackPatienceDefault (see nack.go); tests shorten it
+
 	mu        sync.Mutex
 	closed    bool
 	closing   chan struct{}

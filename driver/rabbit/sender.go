@@ -28,7 +28,9 @@ const (
 type pubChannel struct {
 	ch      *amqp.Channel
 	returns chan amqp.Return
-	closed  chan *amqp.Error // the reason it closed (one slot)
+	closed  chan *amqp.Error                          // the reason it closed (one slot)
+	last    atomic.Pointer[amqp.DeferredConfirmation] // latest publish (noteLast)
+	retired atomic.Bool                               // closed by retire, not by an error
 
 	reasonOnce sync.Once
 	reason     *amqp.Error
@@ -127,8 +129,9 @@ type session struct {
 	conn *amqp.Connection
 	sock *coalescingConn // conn's socket and publish gate
 
-	pub   atomic.Pointer[pubChannel] // replaced after a channel error
-	pubMu sync.Mutex                 // one reopening of pub at a time
+	pub     atomic.Pointer[pubChannel] // replaced after a channel error or a nack
+	pubMu   sync.Mutex                 // one reopening of pub at a time
+	retired atomic.Int32               // retired channels not yet closed (retire)
 
 	soloMu sync.Mutex  // held from a solo publish until its confirm
 	solo   *pubChannel // opened on first use, again after a channel error
@@ -215,6 +218,7 @@ func (s *session) publish(exchange, key string, mandatory bool, msg amqp.Publish
 	if dc == nil { // not in confirm mode: cannot happen on a send session
 		return nil, errors.New("rabbit: send channel is not in confirm mode")
 	}
+	pc.noteLast(dc)
 	return &pubWaiter{s: s, pc: pc, dc: dc, uid: uid, mandatory: mandatory}, nil
 }
 
@@ -248,6 +252,9 @@ func (s *session) publishAlone(ctx context.Context, closing <-chan struct{}, exc
 		if e := pc.closeReason(); e != nil && e.Recover { // a soft (channel) error
 			return res, e, nil
 		}
+	}
+	if res == pubNack {
+		_ = pc.ch.Close() // the next solo publish takes a new channel (nack.go)
 	}
 	return res, nil, nil
 }
@@ -645,7 +652,7 @@ func (d *Driver) send(ctx context.Context, msg *outgoing) (*pubWaiter, error) {
 // deleted since (an auto-deleted exchange).
 func (d *Driver) sendAlone(ctx context.Context, msg *outgoing) error {
 	pub := msg.publishing()
-	redeclared := false
+	redeclared, nacks, firstNack := false, 0, time.Time{}
 	for lost := 0; ; {
 		var res pubResult
 		var refused *amqp.Error
@@ -666,6 +673,16 @@ func (d *Driver) sendAlone(ctx context.Context, msg *outgoing) error {
 			}
 			return fmt.Errorf("rabbit: publish to %q/%q refused: %w", msg.exchange, msg.key, refused)
 		}
+		if res == pubNack {
+			if nacks++; nacks == 1 {
+				firstNack = time.Now()
+			}
+			if err := d.againAfterNack(ctx, msg, nacks, lost, firstNack); err != nil {
+				return err
+			}
+			lost++
+			continue
+		}
 		if res != pubLost {
 			return msg.outcome(res)
 		}
@@ -680,21 +697,40 @@ func (d *Driver) sendAlone(ctx context.Context, msg *outgoing) error {
 // its connection is published again (msg.retry times at most); one lost
 // because a channel error closed the shared channel, whichever publish
 // caused it, is published again alone (sendAlone), so that only the
-// publish that caused it gets the error.
+// publish that caused it gets the error. A nacked publish retires its
+// channel and is published again after a backoff, within msg.retry and
+// ctx (nack.go).
 func (d *Driver) settle(ctx context.Context, msg *outgoing, w *pubWaiter) error {
-	for lost := 0; ; lost++ {
+	nacks, firstNack := 0, time.Time{}
+	for again := 0; ; again++ {
 		res, err := w.wait(ctx, d.closing)
 		if err != nil {
 			return err
 		}
-		if res != pubLost {
+		switch res {
+		case pubNack:
+			d.retire(w.s, w.pc)
+			if nacks++; nacks == 1 {
+				firstNack = time.Now()
+			}
+			if err := d.againAfterNack(ctx, msg, nacks, again, firstNack); err != nil {
+				return err
+			}
+		case pubLost:
+			if w.pc.retired.Load() && !w.s.conn.IsClosed() {
+				// Closed by retire: nobody's error, published again
+				// on the current channel without counting.
+				again--
+				break
+			}
+			if !w.s.conn.IsClosed() {
+				return d.sendAlone(ctx, msg)
+			}
+			if msg.retry >= 0 && again >= msg.retry {
+				return msg.outcome(pubLost)
+			}
+		default:
 			return msg.outcome(res)
-		}
-		if !w.s.conn.IsClosed() {
-			return d.sendAlone(ctx, msg)
-		}
-		if msg.retry >= 0 && lost >= msg.retry {
-			return msg.outcome(pubLost)
 		}
 		if w, err = d.send(ctx, msg); err != nil {
 			return err
