@@ -21,9 +21,10 @@ import "unsafe"
 // record. TestMessageOverheadMatchesHeap measures it.
 const msgOverhead = 256
 
-// pageIndexCost is what a paged-out entry keeps in memory: its ring slot,
-// with the ring's growth slack.
-const pageIndexCost = int64(unsafe.Sizeof(qentry{})) * 3 / 2
+// pageIndexCost is what a paged-out entry keeps in memory: its ring slot
+// (rings grow a block at a time; a sixteenth covers the partly filled
+// blocks and the block list).
+const pageIndexCost = int64(unsafe.Sizeof(qentry{})) * 17 / 16
 
 // cost adds a sixteenth to the buffer for the allocator's size classes
 // (up to an eighth more than asked for).
@@ -45,6 +46,13 @@ func (m *message) release(s *Server) {
 		s.addQueued(-m.cost())
 	}
 }
+
+// unackedUnderPressure is what a consumer may hold unacknowledged, in
+// counted bytes, while counted memory is past the paging ratio of the
+// watermark: beyond it the consumer receives a message for each one it
+// acknowledges, and the queue pages the rest (TestSlowConsumerMemoryBounded).
+// A consumer holding nothing always gets one message.
+const unackedUnderPressure = 1 << 20
 
 // memoryUsed reports the counted memory (tests and docs use it).
 func (s *Server) memoryUsed() int64 { return s.queuedBytes.Load() }

@@ -79,11 +79,11 @@ func TestBrokerCommandProfiles(t *testing.T) {
 }
 
 // TestGoMemoryLimitFollowsWatermark: `oslogo broker` gives the Go runtime a
-// soft memory limit half again above the high watermark (plus room for the
-// runtime itself), unless GOMEMLIMIT is set or the alarm is off.
+// soft memory limit 48 MiB above the high watermark (room for garbage and
+// the runtime itself), unless GOMEMLIMIT is set or the alarm is off.
 func TestGoMemoryLimitFollowsWatermark(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
-	if got, ok := goMemoryLimit(256 << 20); !ok || got != 384<<20+64<<20 {
+	if got, ok := goMemoryLimit(256 << 20); !ok || got != 256<<20+48<<20 {
 		t.Errorf("256 MiB watermark: limit %d (%v)", got, ok)
 	}
 	if _, ok := goMemoryLimit(0); ok {
