@@ -251,9 +251,11 @@ func (ch *channel) deliver(c *consumer, q *queue, e *qentry, via *conn) (ok, noA
 		return false, false
 	}
 	cost := e.m.cost()
-	if !c.noAck && c.unackedMem > 0 && c.unackedMem+cost > unackedUnderPressure && q.canPage() && conn.srv.underPressure() {
-		// Memory pressure: a consumer already holding its share gets more
-		// as it acknowledges; the queue keeps (and pages) the rest.
+	if !c.noAck && c.prefetch == 0 && ch.globalPrefetch == 0 && c.unackedMem > 0 && c.unackedMem+cost > conn.srv.unackedShare() &&
+		q.canPage() && conn.srv.underPressure() {
+		// Memory pressure: a consumer without a prefetch limit already
+		// holding its share gets more as it acknowledges; the queue keeps
+		// (and pages) the rest.
 		ch.mu.Unlock()
 		return false, false
 	}

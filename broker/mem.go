@@ -47,12 +47,18 @@ func (m *message) release(s *Server) {
 	}
 }
 
-// unackedUnderPressure is what a consumer may hold unacknowledged, in
-// counted bytes, while counted memory is past the paging ratio of the
-// watermark: beyond it the consumer receives a message for each one it
-// acknowledges, and the queue pages the rest (TestSlowConsumerMemoryBounded).
-// A consumer holding nothing always gets one message.
-const unackedUnderPressure = 1 << 20
+// unackedShare is what a consumer without a prefetch limit may hold
+// unacknowledged, in counted bytes, while counted memory is past the paging
+// ratio of the watermark: an eighth of the room between the paging ratio
+// and the watermark, at least 1 MiB (64 MiB for the default 1 GiB
+// watermark). Beyond it the consumer receives a message for each one it
+// acknowledges, and the queue pages the rest (TestSlowConsumerMemoryBounded);
+// a consumer holding nothing always gets one message. Consumers with a
+// prefetch limit are bounded by it, as the client chose.
+func (s *Server) unackedShare() int64 {
+	hw := float64(s.opts.MemoryHighWatermark)
+	return max(1<<20, int64(hw*(1-s.opts.PagingRatio)/8))
+}
 
 // memoryUsed reports the counted memory (tests and docs use it).
 func (s *Server) memoryUsed() int64 { return s.queuedBytes.Load() }

@@ -243,7 +243,7 @@ func (st *store) appendRecord(build func(b []byte) []byte) {
 
 // enqueue records a persistent message on a durable queue and returns its
 // id and where its record is in the segment it is written to (see
-// readRecord).
+// readRecords).
 func (st *store) enqueue(q *queue, m *message) (uint64, int64, uint32) {
 	st.mu.Lock()
 	if st.closed {

@@ -158,8 +158,9 @@ func serveProfiles(addr string) (bound string, stop func(), err error) {
 // collector lets the heap run to about twice the live data. The limit
 // leaves 48 MiB above the watermark for garbage, the runtime and what is
 // not counted, so RSS stays under the watermark plus 64 MiB (slow
-// consumer, 256 MiB watermark: 311 MB peak; 423 MB with the limit at 1.5
-// times the watermark plus 64 MiB). A GOMEMLIMIT in the environment wins.
+// consumer, 256 MiB watermark: 304-316 MB peak; 433-452 MB with the limit
+// at 1.5 times the watermark plus 64 MiB; docs/BROKER.md, "Memory"). A
+// GOMEMLIMIT in the environment wins.
 func goMemoryLimit(watermark int64) (int64, bool) {
 	if watermark <= 0 || os.Getenv("GOMEMLIMIT") != "" {
 		return 0, false
