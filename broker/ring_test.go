@@ -3,6 +3,7 @@ package broker
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // The block ring behaves as a slice used as a double-ended queue.
@@ -63,5 +64,25 @@ func TestRingMatchesSlice(t *testing.T) {
 	}
 	if len(r.blocks) > 2 {
 		t.Errorf("%d blocks for %d values", len(r.blocks), r.Len())
+	}
+}
+
+// A ring block of queue entries or of unacknowledged-delivery records is
+// exactly one of the allocator's size classes (4 KiB and 6 KiB), so the
+// counted cost of an index entry (pageIndexCost) is what it takes.
+func TestRingBlocksFillSizeClasses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		size uintptr
+	}{
+		{"qentry", unsafe.Sizeof([ringBlock]qentry{})},
+		{"unackedRec", unsafe.Sizeof([ringBlock]unackedRec{})},
+	} {
+		if c.size != 4096 && c.size != 6144 && c.size != 8192 {
+			t.Errorf("a block of %d %s takes %d bytes, not a 4, 6 or 8 KiB size class", ringBlock, c.name, c.size)
+		}
+	}
+	if pageIndexCost < int64(unsafe.Sizeof(qentry{})) {
+		t.Errorf("pageIndexCost %d below the entry's %d bytes", pageIndexCost, unsafe.Sizeof(qentry{}))
 	}
 }

@@ -289,6 +289,7 @@ func (q *queue) recoverEntry(st *store, id uint64, r recordMeta) error {
 	if q.maxPriority > 0 {
 		lv = min(int(r.prio), q.maxPriority)
 	}
+	e.queuedAt = nowMS()
 	q.ready[lv].PushBack(e)
 	q.readyCount++
 	q.readyBytes += int64(r.bodyLen)
