@@ -56,7 +56,7 @@ func (m *message) release(s *Server) {
 // a consumer holding nothing always gets one message. Consumers with a
 // prefetch limit are bounded by it, as the client chose.
 func (s *Server) unackedShare() int64 {
-	hw := float64(s.opts.MemoryHighWatermark)
+	hw := float64(s.highWatermark())
 	return max(1<<20, int64(hw*(1-s.opts.PagingRatio)/8))
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,4 +171,40 @@ func TestSlowConsumerMemoryBounded(t *testing.T) {
 	waitCounted(t, s, "back to zero", func(v int64) bool { return v == 0 })
 	_ = cc.Close()
 	wg.Wait()
+}
+
+// With Options.GoMemoryLimit the Go runtime's soft memory limit is the
+// watermark plus 48 MiB, follows the watermark when it changes at run time
+// and is restored at Shutdown.
+func TestGoMemoryLimitFollowsWatermark(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(prev)
+	s, _ := startBroker(t, func(o *Options) { o.MemoryHighWatermark = 256 << 20; o.GoMemoryLimit = true })
+	if got := debug.SetMemoryLimit(-1); got != 256<<20+48<<20 {
+		t.Errorf("256 MiB watermark: limit %d", got)
+	}
+	if err := s.SetMemoryHighWatermark(512 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 512<<20+48<<20 {
+		t.Errorf("watermark raised to 512 MiB: limit %d", got)
+	}
+	if err := s.SetMemoryHighWatermark(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != prev {
+		t.Errorf("no watermark: limit %d, want the previous %d", got, prev)
+	}
+	if err := s.SetMemoryHighWatermark(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	stopBroker(t, s)
+	if got := debug.SetMemoryLimit(-1); got != prev {
+		t.Errorf("after Shutdown: limit %d, want the previous %d", got, prev)
+	}
+	// Embedded without the option, the process's limit is left alone.
+	startBroker(t, func(o *Options) { o.MemoryHighWatermark = 256 << 20 })
+	if got := debug.SetMemoryLimit(-1); got != prev {
+		t.Errorf("without GoMemoryLimit: limit %d, want %d", got, prev)
+	}
 }
