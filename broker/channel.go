@@ -250,11 +250,21 @@ func (ch *channel) deliver(c *consumer, q *queue, e *qentry, via *conn) (ok, noA
 		ch.mu.Unlock()
 		return false, false
 	}
+	cost := e.m.cost()
+	if !c.noAck && c.prefetch == 0 && ch.globalPrefetch == 0 && c.unackedMem > 0 && c.unackedMem+cost > conn.srv.unackedShare() &&
+		q.canPage() && conn.srv.underPressure() {
+		// Memory pressure: a consumer without a prefetch limit already
+		// holding its share gets more as it acknowledges; the queue keeps
+		// (and pages) the rest.
+		ch.mu.Unlock()
+		return false, false
+	}
 	ch.nextTag++
 	tag := ch.nextTag
 	if !c.noAck {
 		ch.unacked.PushBack(unackedRec{tag: tag, q: q, c: c, e: *e})
 		c.unacked++
+		c.unackedMem += cost
 		ch.unackedCount++
 	}
 	props := deliveryProps(q, e)
@@ -680,6 +690,9 @@ func (ch *channel) takeAcked(tag uint64, multiple bool) ([]unackedRec, *amqpErro
 	}
 	for _, r := range recs {
 		r.c.unacked--
+		if r.e.m != nil {
+			r.c.unackedMem -= r.e.m.cost()
+		}
 		ch.unackedCount--
 	}
 	return recs, nil

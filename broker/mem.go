@@ -21,9 +21,10 @@ import "unsafe"
 // record. TestMessageOverheadMatchesHeap measures it.
 const msgOverhead = 256
 
-// pageIndexCost is what a paged-out entry keeps in memory: its ring slot,
-// with the ring's growth slack.
-const pageIndexCost = int64(unsafe.Sizeof(qentry{})) * 3 / 2
+// pageIndexCost is what a paged-out entry keeps in memory: its ring slot
+// (rings grow a block at a time; a sixteenth covers the partly filled
+// blocks and the block list).
+const pageIndexCost = int64(unsafe.Sizeof(qentry{})) * 17 / 16
 
 // cost adds a sixteenth to the buffer for the allocator's size classes
 // (up to an eighth more than asked for).
@@ -44,6 +45,19 @@ func (m *message) release(s *Server) {
 	if m.refs.Add(-1) == 0 {
 		s.addQueued(-m.cost())
 	}
+}
+
+// unackedShare is what a consumer without a prefetch limit may hold
+// unacknowledged, in counted bytes, while counted memory is past the paging
+// ratio of the watermark: an eighth of the room between the paging ratio
+// and the watermark, at least 1 MiB (64 MiB for the default 1 GiB
+// watermark). Beyond it the consumer receives a message for each one it
+// acknowledges, and the queue pages the rest (TestSlowConsumerMemoryBounded);
+// a consumer holding nothing always gets one message. Consumers with a
+// prefetch limit are bounded by it, as the client chose.
+func (s *Server) unackedShare() int64 {
+	hw := float64(s.highWatermark())
+	return max(1<<20, int64(hw*(1-s.opts.PagingRatio)/8))
 }
 
 // memoryUsed reports the counted memory (tests and docs use it).

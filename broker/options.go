@@ -64,6 +64,14 @@ type Options struct {
 	// received; see mem.go) above which publishing connections are blocked
 	// (connection.blocked); 0 disables the alarm.
 	MemoryHighWatermark int64
+	// GoMemoryLimit sets the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit, a setting of the whole process) to the high
+	// watermark plus 48 MiB while the broker runs, following changes of the
+	// watermark at run time, and restores the previous limit at Shutdown:
+	// the collector then keeps RSS near what the watermark bounds. For a
+	// process that is the broker (oslogo broker sets it unless GOMEMLIMIT is
+	// set); off by default, for embedders.
+	GoMemoryLimit bool
 	// QueueMemoryLimit is the memory a queue's ready messages may take
 	// before the queue pages further messages to disk; 0 means 4 MiB,
 	// negative disables paging.

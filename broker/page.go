@@ -16,8 +16,8 @@ import (
 // Page files live in DATA/paging, or the system temp directory without a
 // data directory, and are unlinked as soon as they are created: their space
 // returns when the queue closes them or the process ends, so a restart
-// never finds one. Persistent messages are paged like transient ones (their
-// store record stays where it is; recovery uses only the store).
+// never finds one. A persistent message of a durable queue is not written
+// here: it is paged by reference to its store record (store_read.go).
 
 const (
 	// pageSegLimit: a page file rotates past this size, so the space of
@@ -46,7 +46,8 @@ type pager struct {
 	failed bool       // the last write failed (logged once until one succeeds)
 	// failedAt (unix ms) spaces retries after a failed write.
 	failedAt int64
-	scratch  []byte // read-ahead buffer, pageReadAhead bytes, counted
+	scratch  []byte     // read-ahead buffer, pageReadAhead bytes, counted
+	refs     []storeRef // reused by pageInStoredLocked
 	// Recently decoded names, reused so paged-in messages do not each
 	// allocate their exchange and routing key.
 	lastEx, lastRK string
@@ -221,6 +222,15 @@ func (p *pager) decode(rec []byte, own bool) (*message, error) {
 	m := &message{exchange: ex, routingKey: rk, props: data[:plen:plen], body: data[plen:]}
 	m.persistent, m.priority, m.ttl, _ = scanProps(m.props)
 	return m, nil
+}
+
+// scratchBuf returns the read-ahead buffer, counted from its first use.
+func (p *pager) scratchBuf() []byte {
+	if p.scratch == nil {
+		p.scratch = make([]byte, pageReadAhead)
+		p.srv.addQueued(pageReadAhead)
+	}
+	return p.scratch
 }
 
 // free drops one record of seg; a segment with none left goes (the current

@@ -17,9 +17,13 @@ type qentry struct {
 	id uint64
 	// expireAt is the unix-ms deadline; 0 means never.
 	expireAt int64
-	page     *pageSeg
-	pageOff  int64
-	pageLen  uint32
+	// page is the page file holding a paged-out message's record at
+	// pageOff (pageLen bytes). A persistent message has no page file:
+	// pageOff and pageLen say where the store wrote its record, and it is
+	// paged out by reference (store_read.go); pageLen 0 when not known.
+	page    *pageSeg
+	pageOff int64
+	pageLen uint32
 	// bodyLen is the body size of a paged-out message (x-max-length-bytes).
 	bodyLen uint32
 	// deliveries counts returns to the queue (quorum x-delivery-count).
@@ -108,8 +112,10 @@ type consumer struct {
 	exclusive bool
 	prefetch  int
 	priority  int64 // x-priority: higher receives first while it has capacity
-	// unacked is guarded by ch.mu.
-	unacked int
+	// unacked and unackedMem (the counted cost of the messages it holds
+	// unacknowledged) are guarded by ch.mu.
+	unacked    int
+	unackedMem int64
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
@@ -155,6 +161,10 @@ func (q *queue) pushLocked(e qentry, front bool) {
 	}
 }
 
+// canPage reports whether the queue may page at all (QueueMemoryLimit
+// not negative).
+func (q *queue) canPage() bool { return q.vh.srv.opts.QueueMemoryLimit >= 0 }
+
 // shouldPageLocked decides whether a message joining the back of the queue
 // goes to the page file: once the queue pages, while its messages in memory
 // pass QueueMemoryLimit, or, when counted memory is past the paging ratio
@@ -179,6 +189,15 @@ func (q *queue) shouldPageLocked(m *message) bool {
 func (q *queue) pageOutLocked(e *qentry) {
 	if q.pg == nil {
 		q.pg = &pager{srv: q.vh.srv}
+	}
+	if e.id != 0 && e.pageLen != 0 {
+		// Already in the store: the entry keeps where.
+		m := e.m
+		e.m, e.bodyLen = nil, uint32(len(m.body))
+		m.release(q.vh.srv)
+		q.paged++
+		q.vh.srv.addQueued(pageIndexCost)
+		return
 	}
 	seg, off, n, ok := q.pg.write(e.m)
 	if !ok {
@@ -223,6 +242,10 @@ func (q *queue) pageInLocked(lv int) {
 		return
 	}
 	first := r.Front()
+	if first.page == nil {
+		q.pageInStoredLocked(lv)
+		return
+	}
 	seg, start := first.page, first.pageOff
 	end := start + int64(first.pageLen)
 	n := 1
@@ -239,11 +262,7 @@ func (q *queue) pageInLocked(lv int) {
 	if own {
 		data = make([]byte, end-start)
 	} else {
-		if q.pg.scratch == nil {
-			q.pg.scratch = make([]byte, pageReadAhead)
-			q.vh.srv.addQueued(pageReadAhead)
-		}
-		data = q.pg.scratch[:end-start]
+		data = q.pg.scratchBuf()[:end-start]
 	}
 	err := q.pg.read(seg, start, data)
 	for i := 0; i < n; i++ {
@@ -262,7 +281,7 @@ func (q *queue) pageInLocked(lv int) {
 			return
 		}
 		q.pg.free(e.page)
-		e.m, e.page = m, nil
+		e.m, e.page, e.pageLen = m, nil, 0
 		m.hold(q.vh.srv)
 		q.paged--
 		q.vh.srv.addQueued(-pageIndexCost)
@@ -369,7 +388,7 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		return overflow == overflowDropHead || overflow == "", false
 	}
 	if q.durable && m.persistent && q.vh.srv.store != nil {
-		e.id = q.vh.srv.store.enqueue(q, m)
+		e.id, e.pageOff, e.pageLen = q.vh.srv.store.enqueue(q, m)
 		stored = true
 	}
 	q.stats[StatPublish]++

@@ -51,6 +51,7 @@ type Server struct {
 	alarmMu      sync.Mutex
 	alarmCond    *sync.Cond
 	wm           watermarkState // the memory high watermark (watermark.go)
+	gml          goMemLimit     // the Go runtime's memory limit (gomemlimit.go)
 
 	// quit is closed by Shutdown: it ends the accept loops' back-off.
 	quit chan struct{}
@@ -141,6 +142,7 @@ func (s *Server) Start() error {
 	s.wg.Add(1)
 	go s.statsLoop(s.opts.StatsInterval)
 	s.started = true
+	s.startGoMemoryLimit()
 	close(s.ready)
 	s.log.Info("broker started", "addr", s.addr, "data", s.opts.DataDir)
 	return nil
@@ -375,6 +377,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		vh.mu.RUnlock()
 	}
 	s.closeStore()
+	s.stopGoMemoryLimit()
 	s.log.Info("broker stopped")
 	return err
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +57,10 @@ type segment struct {
 	native  []uint64 // bit id-firstID: a native id still live here
 	f       segmentFile
 	size    int64 // bytes of intact, synced records; the sync goroutine's
+	// avail: bytes written to the file, readable by page-ins (under mu);
+	// rf: the read handle page-ins use, opened on first use (under mu).
+	avail int64
+	rf    *os.File
 	// safeAfter: the flush that writes the copies compaction made of this
 	// segment's live records; it may be deleted only after that flush.
 	safeAfter uint64
@@ -105,6 +108,7 @@ type storeIO struct {
 
 type chunk struct {
 	seg  *segment
+	off  int64 // where data[0] goes in seg
 	data []byte
 }
 
@@ -119,13 +123,14 @@ type store struct {
 
 	mu         sync.Mutex
 	nextID     uint64
-	segs       []*segment          // oldest first; the last is current
-	moved      map[uint64]*segment // live ids whose record compaction copied forward
+	segs       []*segment        // oldest first; the last is current
+	moved      map[uint64]recLoc // live ids whose record compaction copied forward
 	segLimit   int64
 	flushSeq   uint64 // flushes started
 	compacting bool
 	curBytes   int64
 	chunks     []chunk
+	inflight   []chunk // chunks the sync goroutine is writing
 	waiters    []syncWaiter
 	closed     bool
 	kick       chan struct{}
@@ -165,7 +170,7 @@ func openStore(srv *Server, dir string) (*store, error) {
 		return nil, err
 	}
 	st := &store{srv: srv, dir: dir, nextID: 1, kick: make(chan struct{}, 1), done: make(chan struct{}),
-		moved: map[uint64]*segment{}, segLimit: segmentLimit, lock: lock, retryEvery: retryEvery}
+		moved: map[uint64]recLoc{}, segLimit: segmentLimit, lock: lock, retryEvery: retryEvery}
 	if srv.opts.segmentLimit > 0 {
 		st.segLimit = srv.opts.segmentLimit
 	}
@@ -223,7 +228,7 @@ func (st *store) openSegment(path string, flag int) (segmentFile, error) {
 func (st *store) appendRecord(build func(b []byte) []byte) {
 	cur := st.segs[len(st.segs)-1]
 	if len(st.chunks) == 0 || st.chunks[len(st.chunks)-1].seg != cur {
-		st.chunks = append(st.chunks, chunk{seg: cur, data: st.spare[:0]})
+		st.chunks = append(st.chunks, chunk{seg: cur, off: st.curBytes, data: st.spare[:0]})
 		st.spare = nil
 	}
 	c := &st.chunks[len(st.chunks)-1]
@@ -237,12 +242,13 @@ func (st *store) appendRecord(build func(b []byte) []byte) {
 }
 
 // enqueue records a persistent message on a durable queue and returns its
-// id.
-func (st *store) enqueue(q *queue, m *message) uint64 {
+// id and where its record is in the segment it is written to (see
+// readRecords).
+func (st *store) enqueue(q *queue, m *message) (uint64, int64, uint32) {
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
-		return 0
+		return 0, 0, 0
 	}
 	if st.curBytes > st.segLimit {
 		// Rotation only creates the file; the sync goroutine writes to it.
@@ -256,6 +262,7 @@ func (st *store) enqueue(q *queue, m *message) uint64 {
 	cur.live++
 	cur.records++
 	cur.setNative(id)
+	off := st.curBytes
 	st.appendRecord(func(b []byte) []byte {
 		b = append(b, 'E')
 		b = binary.BigEndian.AppendUint64(b, id)
@@ -267,9 +274,10 @@ func (st *store) enqueue(q *queue, m *message) uint64 {
 		b = append(b, m.props...)
 		return append(b, m.body...)
 	})
+	n := uint32(st.curBytes - off)
 	st.mu.Unlock()
 	st.signal()
-	return id
+	return id, off, n
 }
 
 // remove records that message id left its queue.
@@ -279,8 +287,8 @@ func (st *store) remove(_ *queue, id uint64) {
 		st.mu.Unlock()
 		return
 	}
-	if s, ok := st.moved[id]; ok {
-		s.live--
+	if l, ok := st.moved[id]; ok {
+		l.seg.live--
 		delete(st.moved, id)
 	} else if i := sort.Search(len(st.segs), func(i int) bool { return st.segs[i].firstID > id }) - 1; i >= 0 && st.segs[i].clearNative(id) {
 		st.segs[i].live--
@@ -401,19 +409,24 @@ func (st *store) flush() {
 	seq := st.flushSeq
 	chunks := st.chunks
 	st.chunks = nil
+	st.inflight = chunks
 	waiters := st.waiters
 	st.waiters = nil
 	gen := st.gen
 	st.mu.Unlock()
 	written, bad, err := writeChunks(chunks)
 	if err != nil {
-		st.writeFailed(chunks[written:], bad, waiters, err)
+		st.writeFailed(chunks, written, bad, waiters, err)
 		return
 	}
 	for _, w := range waiters {
 		w.ch.onSynced(w.seq, true)
 	}
 	st.mu.Lock()
+	for _, c := range chunks {
+		c.seg.avail = c.seg.size
+	}
+	st.inflight = nil
 	if st.failed != nil {
 		st.failed = nil
 		st.unhealthy.Store(false)
@@ -441,6 +454,10 @@ func (st *store) flush() {
 	st.mu.Unlock()
 	for _, s := range dead {
 		_ = s.f.Close()
+		if s.rf != nil {
+			// A page-in reading it now finds the record moved (readRecord).
+			_ = s.rf.Close()
+		}
 		_ = os.Remove(st.segPath(s.num))
 	}
 	if victim != nil {
@@ -489,7 +506,8 @@ func writeChunks(chunks []chunk) (int, *segment, error) {
 // disk wait for a retry, and persistent publishes are refused until one
 // succeeds. If the segment cannot be cut back, nothing more is written
 // until restart (recovery cuts the torn tail then).
-func (st *store) writeFailed(unwritten []chunk, bad *segment, waiters []syncWaiter, err error) {
+func (st *store) writeFailed(chunks []chunk, written int, bad *segment, waiters []syncWaiter, err error) {
+	unwritten := chunks[written:]
 	// An fsync error may have dropped written pages: only bad.size bytes
 	// are known to be on disk.
 	cutErr := bad.f.Truncate(bad.size)
@@ -503,6 +521,10 @@ func (st *store) writeFailed(unwritten []chunk, bad *segment, waiters []syncWait
 	// Waiters that came after the batch was taken may have records in it.
 	waiters = append(waiters, st.waiters...)
 	st.waiters = nil
+	for _, c := range chunks[:written] {
+		c.seg.avail = c.seg.size
+	}
+	st.inflight = nil
 	if cutErr != nil {
 		st.broken = true
 		st.chunks = nil
@@ -564,16 +586,17 @@ func (st *store) compact(s *segment) {
 		if st.closed {
 			return false
 		}
-		if payload[0] == 'E' && s.clearNative(id) || payload[0] == 'M' && st.moved[id] == s {
+		if payload[0] == 'E' && s.clearNative(id) || payload[0] == 'M' && st.moved[id].seg == s {
 			s.live--
 			cur := st.segs[len(st.segs)-1]
 			cur.live++
 			cur.records++
-			st.moved[id] = cur
+			off := st.curBytes
 			st.appendRecord(func(b []byte) []byte {
 				b = append(b, 'M')
 				return append(b, payload[1:]...)
 			})
+			st.moved[id] = recLoc{seg: cur, off: off, n: uint32(st.curBytes - off)}
 			s.safeAfter = st.flushSeq + 1
 			copied++
 		}
@@ -694,6 +717,9 @@ func (st *store) closeFiles() {
 		if s.f != nil {
 			_ = s.f.Close()
 		}
+		if s.rf != nil {
+			_ = s.rf.Close()
+		}
 	}
 	if st.lock != nil {
 		_ = st.lock.Close()
@@ -713,108 +739,86 @@ type recovered struct {
 // corruption, not a torn write: recovery refuses to start, naming the
 // segment and offset, rather than drop the later records (enqueues lost,
 // removes undone). Segments are only cut once every one has been read.
+//
+// Segments are read as a stream, one record at a time, and no message is
+// kept: a queue that may page indexes each live record where it is in its
+// segment and reads it back when it reaches the head (TestRecoveryPagesIn,
+// store_read.go). Only queues that may not page (QueueMemoryLimit < 0)
+// load their messages.
 func (st *store) recover() error {
 	files, err := filepath.Glob(filepath.Join(st.dir, "msgs", "*.seg"))
 	if err != nil {
 		return err
 	}
 	sort.Strings(files)
-	live := map[uint64]recovered{}
-	holder := map[uint64]*segment{} // the segment holding a live id's latest record
+	live := map[uint64]recordMeta{}
+	// Messages of queues that are gone are dead: not counted, not copied.
+	queues := map[string]*queue{}
+	queueOf := func(qkey []byte) *queue {
+		if q, ok := queues[string(qkey)]; ok {
+			return q
+		}
+		var q *queue
+		if i := bytes.IndexByte(qkey, 0); i >= 0 {
+			if vh := st.srv.vhosts[string(qkey[:i])]; vh != nil {
+				if q = vh.queues[string(qkey[i+1:])]; q != nil && !q.durable {
+					q = nil
+				}
+			}
+		}
+		queues[string(qkey)] = q
+		return q
+	}
 	type cut struct {
 		path      string
-		off, size int
+		off, size int64
 	}
 	var cuts []cut
 	var maxID uint64
+	var buf []byte
 	for _, path := range files {
 		var num uint64
 		if _, err := fmt.Sscanf(filepath.Base(path), "%016d.seg", &num); err != nil {
 			continue
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("broker: recover: %w", err)
-		}
 		// Native ids are assigned in order, after every id of the segments
 		// before; copies moved in ('M') carry older ids.
 		seg := &segment{num: num, firstID: maxID + 1}
-		firstNative := true
-		off := 0
-		for {
-			payload, next, status := parseRecord(data, off)
-			if status == recEnd {
-				break
-			}
-			var id uint64
-			var rec *recovered
-			if status == recOK {
-				var ok bool
-				if id, rec, ok = decodeRecord(payload); !ok {
-					status = recBad
-				}
-			}
-			if status != recOK {
-				if at := intactRecordAfter(data, off, maxID); at >= 0 {
-					return fmt.Errorf("broker: recover: %s: unreadable record at offset %d, intact records from offset %d on: "+
-						"the segment is corrupt, not torn by a crash; refusing to start rather than drop the records after it "+
-						"(restore the file, or truncate it to %d bytes to start without them)", path, off, at, off)
-				}
-				cuts = append(cuts, cut{path: path, off: off, size: len(data)})
-				break
-			}
-			off = next
-			maxID = max(maxID, id)
-			if rec == nil {
+		bad, err := st.scanSegment(path, seg, &buf, &maxID, func(id uint64, p []byte, loc recLoc) {
+			if p[0] == 'A' {
 				delete(live, id)
-				delete(holder, id)
-				continue
+				return
 			}
-			if payload[0] == 'E' && firstNative {
-				seg.firstID, firstNative = id, false
-			}
-			seg.records++
-			live[id] = *rec
-			holder[id] = seg
+			_, qkey, bodyLen, prio, _ := scanRecord(p)
+			live[id] = recordMeta{q: queueOf(qkey), loc: loc, bodyLen: bodyLen, prio: prio}
+		})
+		if err != nil {
+			return err
 		}
-		seg.size = int64(off)
+		if bad >= 0 {
+			cuts = append(cuts, cut{path: path, off: seg.size, size: bad})
+		}
 		st.segs = append(st.segs, seg)
 	}
 	for _, c := range cuts {
-		if err := cutFile(c.path, int64(c.off)); err != nil {
+		if err := cutFile(c.path, c.off); err != nil {
 			return fmt.Errorf("broker: recover: cutting the torn end of %s: %w", c.path, err)
 		}
 		st.srv.log.Warn("recovery cut a torn record off the end of a segment", "segment", c.path, "offset", c.off, "bytes", c.size-c.off)
 	}
+	buf = nil
 	st.nextID = maxID + 1
-	// Messages of queues that are gone are dead: not counted, not copied.
-	queueOf := func(rec recovered) *queue {
-		i := strings.IndexByte(rec.qkey, 0)
-		if i < 0 {
-			return nil
-		}
-		vh := st.srv.vhosts[rec.qkey[:i]]
-		if vh == nil {
-			return nil
-		}
-		q := vh.queues[rec.qkey[i+1:]]
-		if q == nil || !q.durable {
-			return nil
-		}
-		return q
-	}
-	for id, rec := range live {
-		if queueOf(rec) == nil {
+	for id, r := range live {
+		if r.q == nil {
 			delete(live, id)
-			delete(holder, id)
+			continue
 		}
-	}
-	for id, seg := range holder {
+		seg := r.loc.seg
 		seg.live++
 		if id >= seg.firstID {
 			seg.setNative(id)
 		} else {
-			st.moved[id] = seg
+			st.moved[id] = r.loc
 		}
 	}
 	// Reopen the segments for bookkeeping; dead ones go from the front only,
@@ -830,6 +834,7 @@ func (st *store) recover() error {
 			return err
 		}
 		seg.f = f
+		seg.avail = seg.size
 		kept = append(kept, seg)
 	}
 	st.segs = kept
@@ -840,18 +845,114 @@ func (st *store) recover() error {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	n := 0
 	for _, id := range ids {
-		rec := live[id]
-		q := queueOf(rec)
-		persistent, prio, ttl, _ := scanProps(rec.m.props)
-		rec.m.persistent, rec.m.priority, rec.m.ttl = persistent, prio, ttl
-		rec.m.hold(st.srv)
-		q.pushLocked(qentry{m: rec.m, id: id, redelivered: true}, false)
+		r := live[id]
+		if err := r.q.recoverEntry(st, id, r); err != nil {
+			return fmt.Errorf("broker: recover: %w", err)
+		}
 		n++
 	}
 	if n > 0 {
 		st.srv.log.Info("recovered persistent messages", "count", n)
 	}
 	return nil
+}
+
+// scanSegment reads the records of the segment at path in order, calling
+// fn with each intact one (its payload is only valid during the call) and
+// setting seg.size, seg.records and seg.firstID. An unreadable record with
+// nothing intact after it is a torn end: bad is then the file's size (the
+// caller cuts the file at seg.size); otherwise bad is -1. Damage followed
+// by intact records is an error.
+func (st *store) scanSegment(path string, seg *segment, buf *[]byte, maxID *uint64, fn func(id uint64, payload []byte, loc recLoc)) (bad int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return -1, fmt.Errorf("broker: recover: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return -1, fmt.Errorf("broker: recover: %w", err)
+	}
+	size := fi.Size()
+	br := bufio.NewReaderSize(f, 1<<20)
+	firstNative := true
+	var off int64
+	for {
+		status := recOK
+		var payload []byte
+		var hdr [8]byte
+		if k, err := io.ReadFull(br, hdr[:]); err != nil {
+			if k == 0 && errors.Is(err, io.EOF) {
+				break
+			}
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				return -1, fmt.Errorf("broker: recover: %s: %w", path, err)
+			}
+			status = recTorn
+		}
+		var plen int64
+		if status == recOK {
+			plen = int64(binary.BigEndian.Uint32(hdr[:4]))
+			switch {
+			case plen < 9 || plen > maxRecord:
+				status = recBad
+			case size-off-8 < plen:
+				status = recTorn
+			}
+		}
+		if status == recOK {
+			if int64(cap(*buf)) < plen {
+				*buf = make([]byte, plen)
+			}
+			payload = (*buf)[:plen]
+			if _, err := io.ReadFull(br, payload); err != nil {
+				return -1, fmt.Errorf("broker: recover: %s: %w", path, err)
+			}
+			if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
+				status = recBad
+			}
+		}
+		var id uint64
+		if status == recOK {
+			switch payload[0] {
+			case 'A':
+				id = binary.BigEndian.Uint64(payload[1:9])
+			case 'E', 'M':
+				var ok bool
+				if id, _, _, _, ok = scanRecord(payload); !ok {
+					status = recBad
+				}
+			default:
+				status = recBad
+			}
+		}
+		if status != recOK {
+			// Rare: the rest of the file is read to tell a torn end from
+			// damage in the middle.
+			rest := make([]byte, size-off)
+			if _, err := f.ReadAt(rest, off); err != nil {
+				return -1, fmt.Errorf("broker: recover: %s: %w", path, err)
+			}
+			if at := intactRecordAfter(rest, 0, *maxID); at >= 0 {
+				return -1, fmt.Errorf("broker: recover: %s: unreadable record at offset %d, intact records from offset %d on: "+
+					"the segment is corrupt, not torn by a crash; refusing to start rather than drop the records after it "+
+					"(restore the file, or truncate it to %d bytes to start without them)", path, off, off+int64(at), off)
+			}
+			seg.size = off
+			return size, nil
+		}
+		*maxID = max(*maxID, id)
+		if payload[0] != 'A' {
+			if payload[0] == 'E' && firstNative {
+				seg.firstID, firstNative = id, false
+			}
+			seg.records++
+		}
+		fn(id, payload, recLoc{seg: seg, off: off, n: uint32(8 + plen)})
+		off += 8 + plen
+	}
+	seg.size = off
+	return -1, nil
 }
 
 // intactRecordAfter returns the offset of the first intact, decodable

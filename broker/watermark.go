@@ -44,6 +44,7 @@ func (s *Server) SetMemoryHighWatermark(bytes int64) error {
 	}
 	s.wm.fraction.Store(0)
 	s.wm.bytes.Store(bytes)
+	s.followGoMemoryLimit()
 	s.evalAlarm(s.queuedBytes.Load())
 	return nil
 }
@@ -71,6 +72,7 @@ func (s *Server) SetMemoryHighWatermarkRelative(fraction float64) (int64, error)
 	s.wm.process.Store(processMemory())
 	s.wm.bytes.Store(bytes)
 	s.wm.fraction.Store(math.Float64bits(fraction))
+	s.followGoMemoryLimit()
 	s.startMemorySampler()
 	s.evalAlarm(s.queuedBytes.Load())
 	return bytes, nil

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -95,16 +94,13 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 		// One JSON object per line, for the journal and log shippers.
 		opts.Logger = slog.New(slog.NewJSONHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	}
+	opts.GoMemoryLimit = goMemoryLimitWanted()
 	srv, err := broker.New(opts)
 	if err != nil {
 		return usageError(err)
 	}
 	if err := srv.Start(); err != nil {
 		return err
-	}
-	if limit, ok := goMemoryLimit(opts.MemoryHighWatermark); ok {
-		prev := debug.SetMemoryLimit(limit)
-		defer debug.SetMemoryLimit(prev)
 	}
 	fmt.Fprintf(env.stdout, "oslogo broker listening on amqp://%s\n", srv.Addr())
 	if a := srv.HTTPAddr(); a != nil {
@@ -151,18 +147,10 @@ func serveProfiles(addr string) (bound string, stop func(), err error) {
 	}, nil
 }
 
-// goMemoryLimit is the Go runtime's soft memory limit for a broker with
-// the given high watermark: the watermark bounds the memory the broker
-// counts (messages, transactions, bodies being received), and without a
-// limit the garbage collector lets the heap run to about twice the live
-// data, so RSS overshoots the watermark (measured: 433-528 MB for a 256 MiB
-// watermark with a slow consumer). A GOMEMLIMIT in the environment wins.
-func goMemoryLimit(watermark int64) (int64, bool) {
-	if watermark <= 0 || os.Getenv("GOMEMLIMIT") != "" {
-		return 0, false
-	}
-	return watermark + watermark/2 + 64<<20, true
-}
+// goMemoryLimitWanted reports whether the broker sets the Go runtime's
+// soft memory limit from its watermark (broker.Options.GoMemoryLimit): a
+// GOMEMLIMIT in the environment wins.
+func goMemoryLimitWanted() bool { return os.Getenv("GOMEMLIMIT") == "" }
 
 // parseLogLevel reads debug, info, warning (or warn) and error.
 func parseLogLevel(s string) (slog.Level, bool) {
