@@ -313,7 +313,9 @@ func (c Config) topicQueueArgs() amqp.Table { return c.queueArgs(0, c.QuorumQueu
 // transientQueueArgs are the arguments of reply queues and (without
 // rabbit_stream_fanout) fanout queues: x-expires (+ HA), quorum with
 // rabbit_transient_quorum_queue.
-func (c Config) transientQueueArgs() amqp.Table { return c.queueArgs(c.TransientTTL, c.TransientQuorum) }
+func (c Config) transientQueueArgs() amqp.Table {
+	return c.queueArgs(c.TransientTTL, c.TransientQuorum)
+}
 
 // fanoutQueueArgs are the arguments of fanout queues: with
 // rabbit_stream_fanout only x-queue-type stream and x-max-age "<ttl>s" (a

@@ -45,10 +45,10 @@ type bindingSpec struct {
 type declMode int
 
 const (
-	modeNormal     declMode = iota // as configured; recovers from the errors below
-	modeNonDurable                 // after PRECONDITION_FAILED on 'durable'
-	modeDeleteFirst                // after NOT_FOUND on queue.declare
-	modePlain                      // once more, no further recovery
+	modeNormal      declMode = iota // as configured; recovers from the errors below
+	modeNonDurable                  // after PRECONDITION_FAILED on 'durable'
+	modeDeleteFirst                 // after NOT_FOUND on queue.declare
+	modePlain                       // once more, no further recovery
 )
 
 // queuePlan declares a queue with its exchanges and bindings as 18.1's
