@@ -214,15 +214,23 @@ func expiration(t time.Duration) string {
 // topic_send does (falling back to non-durable on a durability mismatch,
 // see exchangePlan).
 func (d *Driver) topicExchangeDecl(name string) (string, func(ch *amqp.Channel) error) {
-	p := &exchangePlan{x: exchangeSpec{name: name, kind: amqp.ExchangeTopic, durable: d.cfg.durable(), autoDelete: d.cfg.AutoDelete}, log: d.log}
+	p := d.topicExchangePlan(name)
 	return "x:" + name, func(ch *amqp.Channel) error { return p.declare(ch) }
+}
+
+func (d *Driver) topicExchangePlan(name string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: name, kind: amqp.ExchangeTopic, durable: d.cfg.durable(), autoDelete: d.cfg.AutoDelete}, log: d.log}
 }
 
 // fanoutExchangeDecl declares T_fanout as 18.1's fanout_send does:
 // auto-delete, durable with rabbit_transient_quorum_queue.
 func (d *Driver) fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
-	p := &exchangePlan{x: exchangeSpec{name: topic + "_fanout", kind: amqp.ExchangeFanout, durable: d.cfg.transientDurable(), autoDelete: true}, log: d.log}
+	p := d.fanoutExchangePlan(topic)
 	return "f:" + p.x.name, func(ch *amqp.Channel) error { return p.declare(ch) }
+}
+
+func (d *Driver) fanoutExchangePlan(topic string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: topic + "_fanout", kind: amqp.ExchangeFanout, durable: d.cfg.transientDurable(), autoDelete: true}, log: d.log}
 }
 
 func checkTarget(t driver.Target) error {
