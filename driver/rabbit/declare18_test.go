@@ -318,7 +318,7 @@ func TestOptions18(t *testing.T) {
 	for opts, want := range map[string]string{
 		"rabbit_stream_fanout=true rabbit_transient_quorum_queue=true": "rabbit_stream_fanout need rabbit_qos_prefetch_count to be set to a value greater than 0",
 		"rabbit_stream_fanout=true rabbit_qos_prefetch_count=1":        "rabbit_stream_fanout need rabbit_transient_quorum_queue to be set to true",
-		"rpc_conn_pool_size=1":                                         "rpc_conn_pool_size: 1 must be greater than or equal to conn_pool_min_size: 2",
+		"rpc_conn_pool_size=1": "rpc_conn_pool_size: 1 must be greater than or equal to conn_pool_min_size: 2",
 	} {
 		m := map[string]string{}
 		for _, kv := range strings.Fields(opts) {
