@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,6 +71,10 @@ func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyP
 			_ = os.Remove(m)
 		}
 	})
+	// A process group of its own: 18.1's queue manager reads the start
+	// time of the group's leader, which must be alive (the test binary's
+	// may not be, e.g. under a shell's background job).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = &logWriter{t: t, prefix: "py18 " + script}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

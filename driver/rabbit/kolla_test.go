@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/oslogo/oslogo/driver"
 	"github.com/oslogo/oslogo/driver/drivertest"
 	"github.com/oslogo/oslogo/internal/testrabbit"
@@ -233,4 +235,66 @@ func mustURL(t testing.TB, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestKollaDurableFallback checks 18.1's recovery paths on RabbitMQ 3.10:
+// a control exchange declared non-durable by another service makes a
+// server with amqp_durable_queues fall back to a non-durable exchange and
+// queue (and it serves); with quorum queues the fallback is refused by
+// RabbitMQ and Listen returns its 406; any other 406 (a classic queue
+// where a quorum one is asked for) is returned with RabbitMQ's text.
+func TestKollaDurableFallback(t *testing.T) {
+	u := testrabbit.ExtraURL(t, "fallback")
+	amqpURL := strings.Replace(u, "rabbit://", "amqp://", 1)
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"fb_durable", "fb_quorum"} {
+		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ch.QueueDeclare("fb_classic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	open := func(opts map[string]string) *Driver {
+		d, err := OpenURL(mustURL(t, u), driver.Options{Config: opts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		return d
+	}
+	ctx := ctxT(t, 60*time.Second)
+
+	d := open(map[string]string{"amqp_durable_queues": "true"})
+	l, err := d.Listen(ctx, driver.Target{Exchange: "fb_durable", Topic: "fb_t", Server: "s"})
+	if err != nil {
+		t.Fatalf("listen with a non-durable control exchange: %v", err)
+	}
+	serve(t, l, func(r driver.IncomingRequest) *driver.Reply { return &driver.Reply{Result: json.RawMessage(`"ok"`)} })
+	t.Cleanup(func() { _ = l.Close() })
+	rep, err := d.Call(ctx, driver.Target{Exchange: "fb_durable", Topic: "fb_t"}, &driver.Request{Method: "m", Args: json.RawMessage(`{}`), Context: map[string]any{}}, driver.SendOptions{Timeout: 10 * time.Second})
+	if err != nil || string(rep.Result) != `"ok"` {
+		t.Fatalf("call through the fallen-back exchange: %v %v", rep, err)
+	}
+	if q := listQueues(t, u)["fb_t"]; !strings.HasPrefix(q, "classic false false") {
+		t.Errorf("queue fb_t is %q, want a non-durable classic queue (the fallback)", q)
+	}
+
+	dq := open(map[string]string{"rabbit_quorum_queue": "true"})
+	_, err = dq.Listen(ctx, driver.Target{Exchange: "fb_quorum", Topic: "fb_q", Server: "s"})
+	if err == nil || !strings.Contains(err.Error(), "PRECONDITION_FAILED") || !strings.Contains(err.Error(), "non-durable") {
+		t.Errorf("quorum queue on a non-durable exchange: %v, want RabbitMQ's 406 on the non-durable fallback", err)
+	}
+	_, err = dq.Listen(ctx, driver.Target{Exchange: "fb_new", Topic: "fb_classic", Server: "s"})
+	if err == nil || !strings.Contains(err.Error(), "inequivalent arg 'x-queue-type'") {
+		t.Errorf("quorum over a classic queue: %v, want RabbitMQ's 406 text", err)
+	}
 }

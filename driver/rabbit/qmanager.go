@@ -60,6 +60,12 @@ func newQueueManager(hostname, processname, lockDir string) (*queueManager, erro
 		id = os.Getpid()
 	}
 	st, err := procStartTime(id)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The group's leader has exited (a shell's background job, a
+		// daemon that forked twice): 18.1 fails here. The group id is not
+		// reused while a member lives, so it alone marks the run.
+		st, err = -1, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: use_queue_manager: %w", err)
 	}

@@ -124,6 +124,21 @@ func TestQueueManagerSharedWithPython(t *testing.T) {
 	peer := oslo18.Get(t)
 	host := fmt.Sprintf("oslogo-qm-py-%d", os.Getpid())
 	q := newTestQM(t, host, "shared")
+	// A process group of its own whose leader lives while the test runs
+	// (the test binary's group leader may have exited, and 18.1 then
+	// fails to read its start time); the Go side takes its identity.
+	leader := exec.Command("sleep", "120")
+	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = leader.Process.Kill(); _ = leader.Wait() })
+	q.pg = leader.Process.Pid
+	st, err := procStartTime(q.pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.startTime = st
 	py := func() string {
 		cmd := peer.Command("-c", `
 import sys
@@ -132,6 +147,7 @@ from oslo_messaging._drivers import amqpdriver
 lockutils.set_defaults(sys.argv[3])
 print(amqpdriver.QManager(hostname=sys.argv[1], processname=sys.argv[2]).get())
 `, host, "shared", filepath.Dir(q.lock))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: q.pg}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("python QManager: %v\n%s", err, out)
