@@ -211,23 +211,6 @@ func listQueues(t testing.TB, u string) map[string]string {
 	return m
 }
 
-// listExchanges returns "type durable auto_delete" of every exchange of the
-// vhost of u, by name.
-func listExchanges(t testing.TB, u string) map[string]string {
-	t.Helper()
-	vhost := strings.TrimPrefix(mustURL(t, u).Path, "/")
-	out := rabbitmqctl(t, "-q", "list_exchanges", "-p", vhost, "--no-table-headers", "name", "type", "durable", "auto_delete")
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		m[f[0]] = strings.Join(f[1:], " ")
-	}
-	return m
-}
-
 func mustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(s)
