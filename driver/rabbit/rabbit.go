@@ -29,7 +29,7 @@ type Driver struct {
 	log    *slog.Logger
 	pool   *pool
 
-	qm      *queueManager // use_queue_manager's counter, nil without it
+	qm *queueManager // use_queue_manager's counter, nil without it
 
 	// replyQ is the reply queue, reply_<hex> (reply_<host>:<proc>:<n> with
 	// use_queue_manager), one per driver, named by replyQueue when the
@@ -38,8 +38,8 @@ type Driver struct {
 	replyQ    string
 	replyErr  error
 	replyOnce sync.Once
-	waiter  *replyWaiter
-	obsolet *obsoleteQueues
+	waiter    *replyWaiter
+	obsolet   *obsoleteQueues
 
 	replyRetries atomic.Int32 // returned replies being retried
 
