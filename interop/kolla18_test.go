@@ -120,7 +120,7 @@ func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyP
 // name, an exception) and fans 20 casts out to them: each server gets each
 // fanout cast once, from the shared T_fanout stream.
 func TestKolla18GoCallsPython(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_gopy")
+	u := testrabbit.NewVhost(t, "k18_gopy")
 	topic := uniqueTopic("k18gp")
 	servers := map[string]*pyProc{}
 	for _, s := range []string{"s1", "s2"} {
@@ -186,7 +186,7 @@ func TestKolla18GoCallsPython(t *testing.T) {
 // configuration calls two Go servers in the same configuration, and fans a
 // cast out to them.
 func TestKolla18PythonCallsGo(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_pygo")
+	u := testrabbit.NewVhost(t, "k18_pygo")
 	topic := uniqueTopic("k18pg")
 	casts := make(chan castRecord, 16)
 	startKollaGoServer(t, u, topic, "s1", casts)
@@ -283,7 +283,7 @@ func startKollaGoServer(t *testing.T, u, topic, server string, casts chan<- cast
 // names mapped P/G -> T and <host>:<proc>:<n> -> N. This is the table of
 // /work/shared/peers/README.md, checked on both sides.
 func TestKolla18DeclarationsMatchPython(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_decl")
+	u := testrabbit.NewVhost(t, "k18_decl")
 	stamp := uniqueTopic("")
 	py, gt := "pyt"+stamp, "got"+stamp
 	p := startPy18(t, true, "server.py", u, "kolla-qm", py, "srv")

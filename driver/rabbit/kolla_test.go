@@ -43,7 +43,7 @@ type kollaEnv struct {
 
 func newKollaEnv(t testing.TB, name string) kollaEnv {
 	t.Helper()
-	e := kollaEnv{url: testrabbit.ExtraURL(t, name), lock: t.TempDir()}
+	e := kollaEnv{url: testrabbit.NewVhost(t, name), lock: t.TempDir()}
 	opts := kollaOptions(t)
 	t.Cleanup(func() { _ = os.Remove(filepath.Join(shmDir, opts["hostname"]+"_"+opts["processname"]+"_qmanager")) })
 	return e
@@ -227,7 +227,7 @@ func mustURL(t testing.TB, s string) *url.URL {
 // RabbitMQ and Listen returns its 406; any other 406 (a classic queue
 // where a quorum one is asked for) is returned with RabbitMQ's text.
 func TestKollaDurableFallback(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "fallback")
+	u := testrabbit.NewVhost(t, "fallback")
 	amqpURL := strings.Replace(u, "rabbit://", "amqp://", 1)
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {
