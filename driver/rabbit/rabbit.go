@@ -29,7 +29,8 @@ type Driver struct {
 	log    *slog.Logger
 	pool   *pool
 
-	replyQ  string // reply_<hex>, one per driver
+	replyQ  string        // reply_<hex> (reply_<host>:<proc>:<n> with use_queue_manager), one per driver
+	qm      *queueManager // use_queue_manager's counter, nil without it
 	waiter  *replyWaiter
 	obsolet *obsoleteQueues
 
@@ -77,10 +78,11 @@ func OpenString(raw string, opts driver.Options) (*Driver, error) {
 
 func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 	cfg := DefaultConfig()
-	if err := cfg.apply(opts.Config); err != nil {
+	warnings, err := cfg.apply(opts.Config, false)
+	if err != nil {
 		return nil, err
 	}
-	if err := cfg.apply(tu.Query); err != nil { // URL query overrides the file
+	if _, err := cfg.apply(tu.Query, true); err != nil { // URL query overrides the file
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -91,15 +93,31 @@ func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = childLogger(log, "rabbit")
+	for _, w := range append(warnings, cfg.ignoredWarnings()...) {
+		log.Warn(w)
+	}
 	dl, err := newDialer(cfg, tu, log)
 	if err != nil {
 		return nil, err
+	}
+	replyQ := "reply_" + newHexID()
+	var qm *queueManager
+	if cfg.UseQueueManager {
+		if qm, err = newQueueManager(cfg.Hostname, cfg.Processname, lockPath(opts)); err != nil {
+			return nil, err
+		}
+		n, err := qm.get()
+		if err != nil {
+			return nil, err
+		}
+		replyQ = "reply_" + n
 	}
 	d := &Driver{
 		cfg:       cfg,
 		dialer:    dl,
 		log:       log,
-		replyQ:    "reply_" + newHexID(),
+		qm:        qm,
+		replyQ:    replyQ,
 		closing:   make(chan struct{}),
 		listeners: map[closer]struct{}{},
 		obsolet:   &obsoleteQueues{m: map[string]time.Time{}},
@@ -192,17 +210,27 @@ func expiration(t time.Duration) string {
 	return strconv.FormatInt(ms, 10)
 }
 
+// topicExchangeDecl declares the exchange of a cast or call as 18.1's
+// topic_send does (falling back to non-durable on a durability mismatch,
+// see exchangePlan).
 func (d *Driver) topicExchangeDecl(name string) (string, func(ch *amqp.Channel) error) {
-	return "x:" + name, func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(name, amqp.ExchangeTopic, d.cfg.durable(), d.cfg.AutoDelete, false, false, nil)
-	}
+	p := d.topicExchangePlan(name)
+	return "x:" + name, func(ch *amqp.Channel) error { return p.declare(ch) }
 }
 
-func fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
-	name := topic + "_fanout"
-	return "f:" + name, func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(name, amqp.ExchangeFanout, false, true, false, false, nil)
-	}
+func (d *Driver) topicExchangePlan(name string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: name, kind: amqp.ExchangeTopic, durable: d.cfg.durable(), autoDelete: d.cfg.AutoDelete}, log: d.log}
+}
+
+// fanoutExchangeDecl declares T_fanout as 18.1's fanout_send does:
+// auto-delete, durable with rabbit_transient_quorum_queue.
+func (d *Driver) fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
+	p := d.fanoutExchangePlan(topic)
+	return "f:" + p.x.name, func(ch *amqp.Channel) error { return p.declare(ch) }
+}
+
+func (d *Driver) fanoutExchangePlan(topic string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: topic + "_fanout", kind: amqp.ExchangeFanout, durable: d.cfg.transientDurable(), autoDelete: true}, log: d.log}
 }
 
 func checkTarget(t driver.Target) error {
@@ -217,7 +245,7 @@ func (d *Driver) requestMessage(target driver.Target, body []byte, uid string, o
 	msg := &outgoing{body: body, uid: uid, retry: opts.Retry}
 	if target.Fanout {
 		msg.exchange, msg.key = target.Topic+"_fanout", ""
-		msg.declKey, msg.declare = fanoutExchangeDecl(target.Topic)
+		msg.declKey, msg.declare = d.fanoutExchangeDecl(target.Topic)
 		return msg
 	}
 	msg.exchange, msg.key = target.Exchange, target.String()

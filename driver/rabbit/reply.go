@@ -66,8 +66,13 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 	w.ackTimer = time.NewTimer(time.Hour)
 	w.ackTimer.Stop()
 	w.c = newConsumer(d, "reply")
+	plan := replyQueuePlan(d.cfg, d.replyQ, d.log)
 	w.c.queues = []*queueSpec{{queue: d.replyQ, declare: func(ch *amqp.Channel) error {
-		if _, err := ch.QueueDeclare(d.replyQ, false, false, false, false, d.cfg.transientQueueArgs()); err != nil {
+		if err := plan.declare(ch); err != nil {
+			var again *againError
+			if errors.As(err, &again) {
+				return err
+			}
 			return fmt.Errorf("rabbit: declare reply queue: %w", err)
 		}
 		return nil

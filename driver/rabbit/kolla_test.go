@@ -1,0 +1,300 @@
+package rabbit
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oslogo/oslogo/driver"
+	"github.com/oslogo/oslogo/driver/drivertest"
+	"github.com/oslogo/oslogo/internal/testrabbit"
+)
+
+// kollaOptions is [oslo_messaging_rabbit] as kolla-ansible writes it since
+// 2025.1: quorum queues, transient quorum queues, stream fanout with a
+// prefetch, and the queue manager.
+func kollaOptions(t testing.TB) map[string]string {
+	return map[string]string{
+		"rabbit_quorum_queue":           "true",
+		"rabbit_transient_quorum_queue": "true",
+		"rabbit_stream_fanout":          "true",
+		"rabbit_qos_prefetch_count":     "10",
+		"use_queue_manager":             "true",
+		"hostname":                      fmt.Sprintf("oslogo-test-%d", os.Getpid()),
+		"processname":                   "rabbit.test",
+	}
+}
+
+// kollaEnv is a vhost of its own for the kolla configuration (a durable
+// control exchange) and a lock_path; the queue manager's counter file is
+// removed at the end.
+type kollaEnv struct {
+	url  string
+	lock string
+}
+
+func newKollaEnv(t testing.TB, name string) kollaEnv {
+	t.Helper()
+	e := kollaEnv{url: testrabbit.ExtraURL(t, name), lock: t.TempDir()}
+	opts := kollaOptions(t)
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(shmDir, opts["hostname"]+"_"+opts["processname"]+"_qmanager")) })
+	return e
+}
+
+// open opens a driver in the kolla configuration, with extra options over
+// it.
+func (e kollaEnv) open(t testing.TB, extra map[string]string) *Driver {
+	t.Helper()
+	cfg := kollaOptions(t)
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	u, err := url.Parse(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenURL(u, driver.Options{Config: cfg, LockPath: e.lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// TestKollaConformance runs the conformance suite on rabbit:// in the kolla
+// configuration (quorum + transient quorum + stream fanout + prefetch +
+// queue manager) on RabbitMQ 3.10, in a vhost of its own.
+func TestKollaConformance(t *testing.T) {
+	env := newKollaEnv(t, "kolla_conformance")
+	drivertest.RunConformanceTests(t, drivertest.Harness{
+		Open:     func(t testing.TB) driver.Driver { return env.open(t, nil) },
+		Features: drivertest.Features{Durable: true},
+	})
+}
+
+// TestStreamFanoutSurvivesReconnects: two servers read the fanout stream of
+// a topic; their connections are closed by the broker (rabbitmqctl
+// close_connection) three times while 1,000 fanout casts are sent. Each
+// server gets each cast exactly once: the reconnected consumer resumes at
+// the offset after the last message it handed over (x-stream-offset), so
+// it misses none and sees none twice.
+func TestStreamFanoutSurvivesReconnects(t *testing.T) {
+	env := newKollaEnv(t, "kolla_stream")
+	fast := map[string]string{"rabbit_retry_interval": "1", "kombu_reconnect_delay": "0"}
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 120*time.Second)
+	const casts, cuts = 1000, 3
+
+	type counts struct {
+		mu   sync.Mutex
+		seen map[int]int
+		n    int
+	}
+	servers := []string{"s1", "s2"}
+	got := map[string]*counts{}
+	for _, name := range servers {
+		srv := env.open(t, fast)
+		l, err := srv.Listen(ctx, driver.Target{Exchange: "openstack", Topic: topic, Server: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &counts{seen: map[int]int{}}
+		got[name] = c
+		serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
+			var args struct{ I int }
+			if err := json.Unmarshal(r.Request().Args, &args); err != nil {
+				t.Errorf("args %s: %v", r.Request().Args, err)
+			}
+			c.mu.Lock()
+			c.seen[args.I]++
+			c.n++
+			c.mu.Unlock()
+			return nil
+		})
+		t.Cleanup(func() { _ = l.Close() })
+	}
+	cli := env.open(t, nil)
+	start := time.Now()
+	cutDone := make(chan int, 1)
+	cutting := make(chan struct{})
+	go func() {
+		defer close(cutting)
+		n := 0
+		for i := 0; i < cuts; i++ {
+			time.Sleep(400 * time.Millisecond)
+			n += closeConnectionsNamed(t, "rpc-"+topic)
+			t.Logf("cut %d at %v", i, time.Since(start))
+		}
+		cutDone <- n
+	}()
+	for i := 0; i < casts; i++ {
+		req := &driver.Request{Method: "record", Args: json.RawMessage(fmt.Sprintf(`{"i": %d}`, i)), Context: map[string]any{}}
+		if err := cli.Cast(ctx, driver.Target{Exchange: "openstack", Topic: topic, Fanout: true}, req, driver.SendOptions{Retry: -1}); err != nil {
+			t.Fatalf("cast %d: %v", i, err)
+		}
+		// Spread the casts over the cuts (rabbitmqctl takes seconds): one
+		// every 25 ms until the last cut, then as fast as they go.
+		select {
+		case <-cutting:
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	t.Logf("casts sent in %v", time.Since(start))
+	<-cutting
+	if n := <-cutDone; n < cuts*len(servers) {
+		t.Fatalf("closed %d connections of the servers, want %d", n, cuts*len(servers))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, name := range servers {
+		c := got[name]
+		for {
+			c.mu.Lock()
+			n := len(c.seen)
+			c.mu.Unlock()
+			if n == casts || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // a late duplicate would show now
+	for _, name := range servers {
+		c := got[name]
+		c.mu.Lock()
+		var missing, twice []int
+		for i := 0; i < casts; i++ {
+			switch c.seen[i] {
+			case 0:
+				missing = append(missing, i)
+			case 1:
+			default:
+				twice = append(twice, i)
+			}
+		}
+		t.Logf("server %s: %d casts received, %d distinct, %d missing, %d more than once", name, c.n, len(c.seen), len(missing), len(twice))
+		if len(missing) > 0 || len(twice) > 0 {
+			t.Errorf("server %s: missing %v, more than once %v", name, head(missing), head(twice))
+		}
+		c.mu.Unlock()
+	}
+}
+
+func head(s []int) []int {
+	if len(s) > 20 {
+		return s[:20]
+	}
+	return s
+}
+
+// listQueues returns "name type durable auto_delete arguments" of every
+// queue of the vhost of u, by name.
+func listQueues(t testing.TB, u string) map[string]string {
+	t.Helper()
+	vhost := strings.TrimPrefix(mustURL(t, u).Path, "/")
+	out := rabbitmqctl(t, "-q", "list_queues", "-p", vhost, "--no-table-headers", "name", "type", "durable", "auto_delete", "arguments")
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		m[f[0]] = strings.Join(f[1:], " ")
+	}
+	return m
+}
+
+// listExchanges returns "type durable auto_delete" of every exchange of the
+// vhost of u, by name.
+func listExchanges(t testing.TB, u string) map[string]string {
+	t.Helper()
+	vhost := strings.TrimPrefix(mustURL(t, u).Path, "/")
+	out := rabbitmqctl(t, "-q", "list_exchanges", "-p", vhost, "--no-table-headers", "name", "type", "durable", "auto_delete")
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		m[f[0]] = strings.Join(f[1:], " ")
+	}
+	return m
+}
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestKollaDurableFallback checks 18.1's recovery paths on RabbitMQ 3.10:
+// a control exchange declared non-durable by another service makes a
+// server with amqp_durable_queues fall back to a non-durable exchange and
+// queue (and it serves); with quorum queues the fallback is refused by
+// RabbitMQ and Listen returns its 406; any other 406 (a classic queue
+// where a quorum one is asked for) is returned with RabbitMQ's text.
+func TestKollaDurableFallback(t *testing.T) {
+	u := testrabbit.ExtraURL(t, "fallback")
+	amqpURL := strings.Replace(u, "rabbit://", "amqp://", 1)
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"fb_durable", "fb_quorum"} {
+		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ch.QueueDeclare("fb_classic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	open := func(opts map[string]string) *Driver {
+		d, err := OpenURL(mustURL(t, u), driver.Options{Config: opts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		return d
+	}
+	ctx := ctxT(t, 60*time.Second)
+
+	d := open(map[string]string{"amqp_durable_queues": "true"})
+	l, err := d.Listen(ctx, driver.Target{Exchange: "fb_durable", Topic: "fb_t", Server: "s"})
+	if err != nil {
+		t.Fatalf("listen with a non-durable control exchange: %v", err)
+	}
+	serve(t, l, func(r driver.IncomingRequest) *driver.Reply { return &driver.Reply{Result: json.RawMessage(`"ok"`)} })
+	t.Cleanup(func() { _ = l.Close() })
+	rep, err := d.Call(ctx, driver.Target{Exchange: "fb_durable", Topic: "fb_t"}, &driver.Request{Method: "m", Args: json.RawMessage(`{}`), Context: map[string]any{}}, driver.SendOptions{Timeout: 10 * time.Second})
+	if err != nil || string(rep.Result) != `"ok"` {
+		t.Fatalf("call through the fallen-back exchange: %v %v", rep, err)
+	}
+	if q := listQueues(t, u)["fb_t"]; !strings.HasPrefix(q, "classic false false") {
+		t.Errorf("queue fb_t is %q, want a non-durable classic queue (the fallback)", q)
+	}
+
+	dq := open(map[string]string{"rabbit_quorum_queue": "true"})
+	_, err = dq.Listen(ctx, driver.Target{Exchange: "fb_quorum", Topic: "fb_q", Server: "s"})
+	if err == nil || !strings.Contains(err.Error(), "PRECONDITION_FAILED") || !strings.Contains(err.Error(), "non-durable") {
+		t.Errorf("quorum queue on a non-durable exchange: %v, want RabbitMQ's 406 on the non-durable fallback", err)
+	}
+	_, err = dq.Listen(ctx, driver.Target{Exchange: "fb_new", Topic: "fb_classic", Server: "s"})
+	if err == nil || !strings.Contains(err.Error(), "inequivalent arg 'x-queue-type'") {
+		t.Errorf("quorum over a classic queue: %v, want RabbitMQ's 406 text", err)
+	}
+}
