@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oslogo/oslogo/internal/testrabbit"
+
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 )
@@ -16,7 +18,8 @@ func TestMain(m *testing.M) {
 		runChild()
 		return
 	}
-	goleak.VerifyTestMain(m)
+	// A vhost of the system RabbitMQ for the tests that compare with it.
+	goleak.VerifyTestMain(testrabbit.Wrap(m))
 }
 
 // startBroker runs a broker on a free loopback port for the test.

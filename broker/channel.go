@@ -274,6 +274,9 @@ func (ch *channel) deliver(c *consumer, q *queue, e *qentry, via *conn) (ok, noA
 
 // deliveryProps adds x-delivery-count to quorum redeliveries.
 func deliveryProps(q *queue, e *qentry) []byte {
+	if q.stream != nil {
+		return streamHeaders(e)
+	}
 	if !q.quorum || e.deliveries == 0 {
 		return e.m.props
 	}

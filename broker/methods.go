@@ -61,6 +61,9 @@ func (ch *channel) handleMethod(m amqp091.Method) *amqpError {
 		if err := ch.checkPerm(permRead, "queue", q.name); err != nil {
 			return err
 		}
+		if q.stream != nil {
+			return errf(amqp091.NotImplemented, "queue.purge not supported by stream queues %s", q.rs())
+		}
 		n := q.purge()
 		if !m.NoWait {
 			ch.conn.send(ch.id, &amqp091.QueuePurgeOk{MessageCount: uint32(n)})
@@ -478,7 +481,7 @@ func (ch *channel) queueDeclare(m *amqp091.QueueDeclare) *amqpError {
 	}
 	q.mu.Lock()
 	q.touchLocked()
-	mc, cc := q.readyCount, len(q.consumers)
+	mc, cc := q.countLocked(), len(q.consumers)
 	q.mu.Unlock()
 	ch.lastQueue = name
 	if !m.NoWait {
@@ -615,6 +618,12 @@ func (ch *channel) basicConsume(m *amqp091.BasicConsume) *amqpError {
 		}
 		c.priority = p
 	}
+	var soff streamOffset
+	if q.stream != nil {
+		if soff, err = ch.streamConsumeCheck(q, m); err != nil {
+			return err
+		}
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	if q.deleted {
@@ -624,6 +633,9 @@ func (ch *channel) basicConsume(m *amqp091.BasicConsume) *amqpError {
 	if len(q.consumers) > 0 && (m.Exclusive || q.consumers[0].exclusive) {
 		q.mu.Unlock()
 		return errf(amqp091.AccessRefused, "queue '%s' in vhost '%s' in exclusive use", q.name, ch.vh.name)
+	}
+	if q.stream != nil {
+		c.soff = q.stream.resolve(soff)
 	}
 	ch.mu.Lock()
 	ch.consumers[tag] = c
@@ -662,6 +674,9 @@ func (ch *channel) basicGet(m *amqp091.BasicGet) *amqpError {
 	}
 	if err := ch.checkPerm(permRead, "queue", q.name); err != nil {
 		return err
+	}
+	if q.stream != nil {
+		return errf(amqp091.NotImplemented, "basic.get not supported by stream queues %s", q.rs())
 	}
 	var dls []deadLetter
 	q.mu.Lock()

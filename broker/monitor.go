@@ -443,16 +443,13 @@ func (s *Server) Queues(opts QueuesOptions) ([]QueueInfo, error) {
 
 func (q *queue) info(node string, details bool) QueueInfo {
 	qi := QueueInfo{Name: q.name, VHost: q.vh.name, Durable: q.durable, AutoDelete: q.autoDelete,
-		Exclusive: q.exclusive, Arguments: jsonTable(q.args), Type: "classic", State: "running", Node: node}
-	if q.quorum {
-		qi.Type = "quorum"
-	}
+		Exclusive: q.exclusive, Arguments: jsonTable(q.args), Type: q.queueType(), State: "running", Node: node}
 	if q.owner != nil {
 		ref := q.owner.ref()
 		qi.OwnerPidDetails = &ref
 	}
 	q.mu.Lock()
-	qi.MessagesReady = q.readyCount
+	qi.MessagesReady = q.countLocked()
 	qi.MessagesUnacknowledged = q.unacked
 	qi.MessageBytesReady = q.readyBytes
 	qi.Consumers = len(q.consumers)

@@ -77,6 +77,12 @@ type Options struct {
 	// SyncInterval delays fsync so more writes share it; 0 syncs as soon
 	// as the previous sync ends (group commit).
 	SyncInterval time.Duration
+	// DenyTransientNonExclQueues refuses queue.declare of a queue that is
+	// neither durable nor exclusive with RabbitMQ 4.3's connection error
+	// 541 (its deprecated feature transient_nonexcl_queues, denied there
+	// by default). Off by default: such queues keep working, as in
+	// RabbitMQ up to 4.2 and in oslo.messaging's classic-queue defaults.
+	DenyTransientNonExclQueues bool
 
 	// segmentLimit overrides the size at which the message log rotates
 	// (tests use small segments).

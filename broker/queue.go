@@ -62,6 +62,8 @@ type queue struct {
 	maxPriority   int
 	sac           bool
 	deliveryLimit int64
+	// stream is the log of a stream queue (stream.go); nil for others.
+	stream *streamLog
 
 	mu         sync.Mutex
 	ready      []ring[qentry] // one per priority level
@@ -93,6 +95,8 @@ type consumer struct {
 	exclusive bool
 	prefetch  int
 	priority  int64 // x-priority: higher receives first while it has capacity
+	// soff is a stream consumer's next offset, guarded by q.mu.
+	soff int64
 	// unacked is guarded by ch.mu.
 	unacked int
 }
@@ -307,6 +311,11 @@ func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool
 		q.mu.Unlock()
 		return true, false
 	}
+	if q.stream != nil {
+		ok := q.streamAppendLocked(m, via)
+		q.mu.Unlock()
+		return ok, false
+	}
 	if q.full(m) {
 		switch q.overflow {
 		case overflowRejectPub, overflowRejectPubDLX:
@@ -460,6 +469,10 @@ func (q *queue) handTo(c *consumer, e *qentry, via *conn) bool {
 
 // dispatchLocked delivers ready messages while consumers have capacity.
 func (q *queue) dispatchLocked(dls *[]deadLetter, via *conn) {
+	if q.stream != nil {
+		q.streamDispatchLocked(via)
+		return
+	}
 	if len(q.consumers) == 0 || q.readyCount == 0 {
 		return
 	}
@@ -580,6 +593,10 @@ func (q *queue) onExpire(gen uint64) {
 // requeue returns unacknowledged entries to the head of the queue in their
 // original order, counting quorum delivery attempts.
 func (q *queue) requeue(es []qentry, via *conn) {
+	if q.stream != nil {
+		q.streamSettle(es, via)
+		return
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	for i := len(es) - 1; i >= 0; i-- {
@@ -610,6 +627,10 @@ func (q *queue) requeue(es []qentry, via *conn) {
 
 // settle removes acknowledged (or rejected without requeue) entries.
 func (q *queue) settle(es []qentry, reject bool, via *conn) {
+	if q.stream != nil {
+		q.streamSettle(es, via)
+		return
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	for _, e := range es {
@@ -652,6 +673,15 @@ func (q *queue) consumerCount() int {
 func (q *queue) messageCount() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.countLocked()
+}
+
+// countLocked is the message count of queue.declare-ok: the ready
+// messages, or a stream's records.
+func (q *queue) countLocked() int {
+	if q.stream != nil {
+		return int(q.stream.count())
+	}
 	return q.readyCount
 }
 
@@ -685,6 +715,9 @@ func (q *queue) stopTimersLocked() {
 	if q.pg != nil {
 		q.pg.close()
 		q.pg = nil
+	}
+	if q.stream != nil {
+		q.stream.close()
 	}
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()

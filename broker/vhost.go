@@ -71,18 +71,13 @@ func (vh *vhost) newQueue(s queueSpec, owner *conn) (*queue, *amqpError) {
 		q.owner = owner
 	}
 	args := s.args
-	if t, ok := args["x-queue-type"]; ok {
-		ts, _ := t.(string)
-		switch ts {
-		case "classic":
-		case "quorum":
-			if !s.durable || s.exclusive || s.autoDelet {
-				return nil, errf(amqp091.PreconditionFailed, "invalid property 'non-durable, exclusive or auto-delete' for queue '%s' of type quorum", s.name)
-			}
-			q.quorum = true
-		default:
-			return nil, errf(amqp091.PreconditionFailed, "invalid arg 'x-queue-type' for queue '%s' in vhost '%s': %v (unsupported queue type)", s.name, vh.name, t)
-		}
+	qtype, aerr := vh.queueTypeOf(s)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if qtype == "quorum" {
+		q.quorum = true
+		q.deliveryLimit = defaultDeliveryLimit
 	}
 	var err *amqpError
 	var v int64
@@ -164,6 +159,11 @@ func (vh *vhost) newQueue(s queueSpec, owner *conn) (*queue, *amqpError) {
 		q.sac = b
 	}
 	q.ready = make([]ring[qentry], q.maxPriority+1)
+	if qtype == "stream" {
+		if err := vh.openStream(q); err != nil {
+			return nil, err
+		}
+	}
 	return q, nil
 }
 
@@ -178,14 +178,14 @@ func (q *queue) equivalent(s queueSpec) *amqpError {
 	if q.exclusive != s.exclusive {
 		return errf(amqp091.PreconditionFailed, "inequivalent arg 'exclusive' for queue '%s' in vhost '%s': received '%v' but current is '%v'", q.name, q.vh.name, s.exclusive, q.exclusive)
 	}
-	for _, k := range []string{"x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority", "x-overflow", "x-queue-type", "x-single-active-consumer", "x-delivery-limit"} {
+	if err := q.equivalentType(s); err != nil {
+		return err
+	}
+	for _, k := range []string{"x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority", "x-overflow", "x-single-active-consumer", "x-delivery-limit", "x-max-age", "x-stream-max-segment-size-bytes"} {
 		a, aok := q.args[k]
 		b, bok := s.args[k]
-		if k == "x-queue-type" && (!aok || !bok) {
-			continue
-		}
 		if aok != bok || (aok && !valuesEqual(a, b)) {
-			return errf(amqp091.PreconditionFailed, "inequivalent arg '%s' for queue '%s' in vhost '%s': received %v but current is %v", k, q.name, q.vh.name, b, a)
+			return q.ineqArg(k, a, aok, b, bok)
 		}
 	}
 	return nil
@@ -226,6 +226,9 @@ func (vh *vhost) deleteQueue(q *queue, why string) int {
 	consumers := q.consumers
 	q.consumers = nil
 	q.stopTimersLocked()
+	if q.stream != nil {
+		q.stream.removeFiles()
+	}
 	q.mu.Unlock()
 	vh.mu.Unlock()
 	if q.durable || durableGone {

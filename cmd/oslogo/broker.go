@@ -25,6 +25,7 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	httpAddr := fs.String("http", "", "management HTTP API listen address, e.g. 127.0.0.1:15672 (default: off)")
 	cfgFile := fs.String("config-file", "", "TOML file with listeners, users, vhosts and limits")
 	verbose := fs.Bool("v", false, "log at debug level")
+	denyTransient := fs.Bool("deny-transient-nonexcl-queues", false, "refuse queues that are neither durable nor exclusive with 541, as RabbitMQ 4.3 does (its deprecated feature transient_nonexcl_queues denied)")
 	profile := fs.String("profile", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
@@ -59,6 +60,9 @@ func runBroker(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if *verbose {
 		level = slog.LevelDebug
+	}
+	if *denyTransient {
+		opts.DenyTransientNonExclQueues = true
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 	srv, err := broker.New(opts)

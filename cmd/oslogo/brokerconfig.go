@@ -31,6 +31,8 @@ type brokerFile struct {
 	VHosts              []string   `toml:"vhosts"`
 	LoopbackUsers       []string   `toml:"loopback_users"`
 	TLS                 *fileTLS   `toml:"tls"`
+	// DenyTransientNonExclQueues: see broker.Options.
+	DenyTransientNonExclQueues bool `toml:"deny_transient_nonexcl_queues"`
 }
 
 type fileUser struct {
@@ -115,6 +117,9 @@ func applyBrokerFile(src string, opts *broker.Options, level *slog.Level) error 
 		opts.MemoryHighWatermark = f.MemoryHighWatermark
 	}
 	opts.MaxConnections = f.MaxConnections
+	if f.DenyTransientNonExclQueues {
+		opts.DenyTransientNonExclQueues = true
+	}
 	if len(f.Users) > 0 {
 		opts.Users = nil
 		for _, u := range f.Users {

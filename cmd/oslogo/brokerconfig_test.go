@@ -141,6 +141,7 @@ func TestBrokerConfigLoads(t *testing.T) {
 data = "/tmp/x"
 memory_high_watermark = 1000
 max_connections = 7
+deny_transient_nonexcl_queues = true
 log_level = "debug"
 vhosts = ["nova"]
 loopback_users = []   # guest may connect from other hosts
@@ -168,7 +169,7 @@ verify_peer = true
 	if err := applyBrokerFile(string(data), &opts, &level); err != nil {
 		t.Fatal(err)
 	}
-	if level != slog.LevelDebug || opts.AMQPAddr != "127.0.0.1:0" || opts.DataDir != "/tmp/x" || opts.MemoryHighWatermark != 1000 || opts.MaxConnections != 7 {
+	if level != slog.LevelDebug || opts.AMQPAddr != "127.0.0.1:0" || opts.DataDir != "/tmp/x" || opts.MemoryHighWatermark != 1000 || opts.MaxConnections != 7 || !opts.DenyTransientNonExclQueues {
 		t.Fatalf("options %+v level %v", opts, level)
 	}
 	if len(opts.LoopbackUsers) != 0 || len(opts.Users) != 1 || opts.Users[0].Permissions["nova"].Configure != `^nova\..*` {

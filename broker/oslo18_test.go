@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// oslo18Path is the oslo.messaging 18.1.0 peer (see
+// /work/shared/peers/README.md); OSLO18_SRC overrides it.
+func oslo18Path(t *testing.T) string {
+	p := os.Getenv("OSLO18_SRC")
+	if p == "" {
+		p = "/work/shared/peers/oslo.messaging-18.1.0"
+	}
+	if _, err := os.Stat(filepath.Join(p, "oslo_messaging", "__init__.py")); err != nil {
+		t.Fatalf("oslo.messaging 18.1.0 peer: %v (set OSLO18_SRC)", err)
+	}
+	return p
+}
+
+// TestOslo18KollaDefaults runs oslo.messaging 18.1.0 with kolla-ansible
+// 2025.1's defaults (quorum queues, transient quorum reply queues, stream
+// fanout, prefetch 10, the queue manager) against the broker: an RPC
+// server with its fanout listener, and a client doing call, direct call,
+// cast and two fanout casts. Before stream queues the server failed at its
+// first fanout listener with 406 "invalid arg 'x-queue-type'".
+func TestOslo18KollaDefaults(t *testing.T) {
+	peer := oslo18Path(t)
+	s, _ := startBroker(t, func(o *Options) { o.DataDir = t.TempDir() })
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "oslo.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`[DEFAULT]
+transport_url = rabbit://guest:guest@127.0.0.1:%s/
+[oslo_messaging_rabbit]
+rabbit_quorum_queue = true
+rabbit_transient_quorum_queue = true
+rabbit_stream_fanout = true
+rabbit_qos_prefetch_count = 10
+use_queue_manager = true
+[oslo_concurrency]
+lock_path = %s
+`, port(t, s), dir)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, 150*time.Second, pyDir(t), []string{"PYTHONPATH=" + peer}, python, "oslo18_stream.py", conf)
+	line := out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]
+	var res struct {
+		File   string   `json:"oslo_messaging"`
+		Call   string   `json:"call"`
+		Events []string `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if !strings.HasPrefix(res.File, peer) {
+		t.Fatalf("ran oslo.messaging from %s, not the 18.1.0 peer", res.File)
+	}
+	// The queues it declared have the types kolla's defaults ask for.
+	qs, err := s.Queues(QueuesOptions{VHost: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, q := range qs {
+		switch {
+		case strings.HasPrefix(q.Name, "reply_"):
+			types["reply_*"] = q.Type
+			if q.Arguments["x-expires"] == nil {
+				t.Errorf("reply queue %s without x-expires: %v", q.Name, q.Arguments)
+			}
+		default:
+			types[q.Name] = q.Type
+		}
+	}
+	want := map[string]string{"oslogo_t": "quorum", "oslogo_t.srv1": "quorum", "oslogo_t_fanout": "stream", "reply_*": "quorum"}
+	for n, ty := range want {
+		if types[n] != ty {
+			t.Errorf("queue %s: type %q, want %q (all: %v)", n, types[n], ty, types)
+		}
+	}
+}
