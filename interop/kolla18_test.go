@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,52 +56,25 @@ func openKolla18(t *testing.T, u, processname string) *messaging.Transport {
 	return tr
 }
 
-// startPy18 runs interop/python18/<script> with the 18.1 peer and, when
-// wantReady, waits for its {"ready": ...} line.
+// startPy18 runs interop/python18/<script> with the 18.1 peer, in a
+// process group of its own (18.1's queue manager reads the start time of
+// the group's leader, which must be alive: the test binary's may not be,
+// e.g. under a shell's background job), and, when wantReady, waits for its
+// {"ready": ...} line, which must name the 18.1 copy.
 func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyProc {
 	t.Helper()
 	peer := oslo18.Get(t)
 	cmd := peer.Command(append([]string{peer.Script(script)}, args...)...)
 	host := fmt.Sprintf("oslogo-py-%d", os.Getpid())
 	cmd.Env = append(cmd.Env, "OSLO18_HOSTNAME="+host)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	t.Cleanup(func() {
 		matches, _ := filepath.Glob("/dev/shm/" + host + "_*_qmanager")
 		for _, m := range matches {
 			_ = os.Remove(m)
 		}
 	})
-	// A process group of its own: 18.1's queue manager reads the start
-	// time of the group's leader, which must be alive (the test binary's
-	// may not be, e.g. under a shell's background job).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stderr = &logWriter{t: t, prefix: "py18 " + script}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", script, err)
-	}
-	p := &pyProc{cmd: cmd, stdin: stdin, lines: make(chan map[string]any, 4096), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		defer close(p.lines)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Logf("%s: %s", script, sc.Text())
-				continue
-			}
-			p.lines <- m
-		}
-	}()
-	t.Cleanup(func() { p.stop(t) })
+	p := startProc(t, false, "py18 "+script, cmd)
 	if wantReady {
 		m := p.next(t, 90*time.Second)
 		if m["ready"] == nil {
