@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,52 +56,25 @@ func openKolla18(t *testing.T, u, processname string) *messaging.Transport {
 	return tr
 }
 
-// startPy18 runs interop/python18/<script> with the 18.1 peer and, when
-// wantReady, waits for its {"ready": ...} line.
+// startPy18 runs interop/python18/<script> with the 18.1 peer, in a
+// process group of its own (18.1's queue manager reads the start time of
+// the group's leader, which must be alive: the test binary's may not be,
+// e.g. under a shell's background job), and, when wantReady, waits for its
+// {"ready": ...} line, which must name the 18.1 copy.
 func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyProc {
 	t.Helper()
 	peer := oslo18.Get(t)
 	cmd := peer.Command(append([]string{peer.Script(script)}, args...)...)
 	host := fmt.Sprintf("oslogo-py-%d", os.Getpid())
 	cmd.Env = append(cmd.Env, "OSLO18_HOSTNAME="+host)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	t.Cleanup(func() {
 		matches, _ := filepath.Glob("/dev/shm/" + host + "_*_qmanager")
 		for _, m := range matches {
 			_ = os.Remove(m)
 		}
 	})
-	// A process group of its own: 18.1's queue manager reads the start
-	// time of the group's leader, which must be alive (the test binary's
-	// may not be, e.g. under a shell's background job).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stderr = &logWriter{t: t, prefix: "py18 " + script}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", script, err)
-	}
-	p := &pyProc{cmd: cmd, stdin: stdin, lines: make(chan map[string]any, 4096), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		defer close(p.lines)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Logf("%s: %s", script, sc.Text())
-				continue
-			}
-			p.lines <- m
-		}
-	}()
-	t.Cleanup(func() { p.stop(t) })
+	p := startProc(t, false, "py18 "+script, cmd)
 	if wantReady {
 		m := p.next(t, 90*time.Second)
 		if m["ready"] == nil {
@@ -120,7 +92,7 @@ func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyP
 // name, an exception) and fans 20 casts out to them: each server gets each
 // fanout cast once, from the shared T_fanout stream.
 func TestKolla18GoCallsPython(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_gopy")
+	u := testrabbit.NewVhost(t, "k18_gopy")
 	topic := uniqueTopic("k18gp")
 	servers := map[string]*pyProc{}
 	for _, s := range []string{"s1", "s2"} {
@@ -186,7 +158,7 @@ func TestKolla18GoCallsPython(t *testing.T) {
 // configuration calls two Go servers in the same configuration, and fans a
 // cast out to them.
 func TestKolla18PythonCallsGo(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_pygo")
+	u := testrabbit.NewVhost(t, "k18_pygo")
 	topic := uniqueTopic("k18pg")
 	casts := make(chan castRecord, 16)
 	startKollaGoServer(t, u, topic, "s1", casts)
@@ -283,7 +255,7 @@ func startKollaGoServer(t *testing.T, u, topic, server string, casts chan<- cast
 // names mapped P/G -> T and <host>:<proc>:<n> -> N. This is the table of
 // /work/shared/peers/README.md, checked on both sides.
 func TestKolla18DeclarationsMatchPython(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "k18_decl")
+	u := testrabbit.NewVhost(t, "k18_decl")
 	stamp := uniqueTopic("")
 	py, gt := "pyt"+stamp, "got"+stamp
 	p := startPy18(t, true, "server.py", u, "kolla-qm", py, "srv")
@@ -304,7 +276,15 @@ func TestKolla18DeclarationsMatchPython(t *testing.T) {
 	qm := regexp.MustCompile(`oslogo-(py|go)-\d+:[^: \t]+:\d+`)
 	norm := func(s, topic string) string {
 		s = strings.ReplaceAll(s, topic, "T")
-		return qm.ReplaceAllString(s, "N")
+		s = qm.ReplaceAllString(s, "N")
+		// Arguments are listed in the order they came; an AMQP table has
+		// none.
+		if i := strings.Index(s, "[{"); i >= 0 && strings.HasSuffix(s, "}]") {
+			args := strings.Split(s[i+2:len(s)-2], "},{")
+			slices.Sort(args)
+			s = s[:i] + "[{" + strings.Join(args, "},{") + "}]"
+		}
+		return s
 	}
 	shapes := func(args ...string) (pyS, goS []string) {
 		out, err := exec.Command("rabbitmqctl", append([]string{"-q", "--no-table-headers", "-p", vhost}, args...)...).CombinedOutput()

@@ -119,13 +119,13 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("rabbit_interval_max must be >= 1"))
 	}
 	if c.HAQueues && (c.QuorumQueue || c.TransientQuorum) {
-		errs = append(errs, errors.New("Configuration Error: rabbit_quorum_queue and rabbit_ha_queues both enabled, queue type is quorum or HA (mirrored) not both"))
+		errs = append(errs, errors.New("rabbit_quorum_queue and rabbit_ha_queues both enabled, queue type is quorum or HA (mirrored) not both"))
 	}
 	if c.StreamFanout && c.Prefetch <= 0 {
-		errs = append(errs, errors.New("Configuration Error: rabbit_stream_fanout need rabbit_qos_prefetch_count to be set to a value greater than 0."))
+		errs = append(errs, errors.New("rabbit_stream_fanout need rabbit_qos_prefetch_count to be set to a value greater than 0"))
 	}
 	if c.StreamFanout && !c.TransientQuorum {
-		errs = append(errs, errors.New("Configuration Error: rabbit_stream_fanout need rabbit_transient_quorum_queue to be set to true."))
+		errs = append(errs, errors.New("rabbit_stream_fanout need rabbit_transient_quorum_queue to be set to true"))
 	}
 	if c.UseQueueManager && (c.Hostname == "" || c.Processname == "") {
 		errs = append(errs, errors.New("use_queue_manager needs a hostname and a processname"))

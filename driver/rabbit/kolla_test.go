@@ -43,7 +43,7 @@ type kollaEnv struct {
 
 func newKollaEnv(t testing.TB, name string) kollaEnv {
 	t.Helper()
-	e := kollaEnv{url: testrabbit.ExtraURL(t, name), lock: t.TempDir()}
+	e := kollaEnv{url: testrabbit.NewVhost(t, name), lock: t.TempDir()}
 	opts := kollaOptions(t)
 	t.Cleanup(func() { _ = os.Remove(filepath.Join(shmDir, opts["hostname"]+"_"+opts["processname"]+"_qmanager")) })
 	return e
@@ -211,23 +211,6 @@ func listQueues(t testing.TB, u string) map[string]string {
 	return m
 }
 
-// listExchanges returns "type durable auto_delete" of every exchange of the
-// vhost of u, by name.
-func listExchanges(t testing.TB, u string) map[string]string {
-	t.Helper()
-	vhost := strings.TrimPrefix(mustURL(t, u).Path, "/")
-	out := rabbitmqctl(t, "-q", "list_exchanges", "-p", vhost, "--no-table-headers", "name", "type", "durable", "auto_delete")
-	m := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		m[f[0]] = strings.Join(f[1:], " ")
-	}
-	return m
-}
-
 func mustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(s)
@@ -244,7 +227,7 @@ func mustURL(t testing.TB, s string) *url.URL {
 // RabbitMQ and Listen returns its 406; any other 406 (a classic queue
 // where a quorum one is asked for) is returned with RabbitMQ's text.
 func TestKollaDurableFallback(t *testing.T) {
-	u := testrabbit.ExtraURL(t, "fallback")
+	u := testrabbit.NewVhost(t, "fallback")
 	amqpURL := strings.Replace(u, "rabbit://", "amqp://", 1)
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {
@@ -296,5 +279,110 @@ func TestKollaDurableFallback(t *testing.T) {
 	_, err = dq.Listen(ctx, driver.Target{Exchange: "fb_new", Topic: "fb_classic", Server: "s"})
 	if err == nil || !strings.Contains(err.Error(), "inequivalent arg 'x-queue-type'") {
 		t.Errorf("quorum over a classic queue: %v, want RabbitMQ's 406 text", err)
+	}
+}
+
+// TestStreamFanoutCancelReadsFromLast: the fanout stream is deleted under
+// a server (RabbitMQ cancels its consumer with basic.cancel); the server
+// declares it again and reads it from "last", as 18.1 does, so the casts
+// sent to the new stream (whose offsets start over at 0) reach it. Kept at
+// the old position it would drop them as already seen.
+func TestStreamFanoutCancelReadsFromLast(t *testing.T) {
+	env := newKollaEnv(t, "kolla_cancel")
+	topic := uniqueTopic(t)
+	ctx := ctxT(t, 60*time.Second)
+	srv := env.open(t, nil)
+	dl, err := srv.Listen(ctx, driver.Target{Exchange: "openstack", Topic: topic, Server: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dl.Close() })
+	got := make(chan int, 100)
+	serve(t, dl, func(r driver.IncomingRequest) *driver.Reply {
+		var args struct{ I int }
+		_ = json.Unmarshal(r.Request().Args, &args)
+		got <- args.I
+		return nil
+	})
+	cli := env.open(t, nil)
+	cast := func(from, to int) {
+		for i := from; i < to; i++ {
+			req := &driver.Request{Method: "record", Args: json.RawMessage(fmt.Sprintf(`{"i": %d}`, i)), Context: map[string]any{}}
+			if err := cli.Cast(ctx, driver.Target{Exchange: "openstack", Topic: topic, Fanout: true}, req, driver.SendOptions{Retry: -1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	expect := func(from, to int) {
+		t.Helper()
+		seen := map[int]bool{}
+		for len(seen) < to-from {
+			select {
+			case n := <-got:
+				if n < from || n >= to || seen[n] {
+					t.Fatalf("got cast %d, want each of %d..%d once (have %v)", n, from, to-1, seen)
+				}
+				seen[n] = true
+			case <-time.After(20 * time.Second):
+				t.Fatalf("casts %d..%d: received only %v", from, to-1, seen)
+			}
+		}
+	}
+	cast(0, 10)
+	expect(0, 10)
+	conn, err := amqp.Dial(strings.Replace(env.url, "rabbit://", "amqp://", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete(topic+"_fanout", false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	l := dl.(*rpcListener)
+	deadline := time.Now().Add(20 * time.Second)
+	for l.c.resubscribed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not subscribe again after the stream was deleted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if q := listQueues(t, env.url)[topic+"_fanout"]; !strings.HasPrefix(q, "stream true false") {
+		t.Fatalf("stream not declared again: %q", q)
+	}
+	cast(10, 15)
+	expect(10, 15)
+}
+
+// TestQueueManagerFanoutQueueKept: with use_queue_manager (and no stream)
+// a server's fanout queue T_fanout_<host>:<proc>:<n> is a durable quorum
+// queue that outlives the server, as in 18.1 (x-expires removes it); with
+// random names it is deleted when the server stops.
+func TestQueueManagerFanoutQueueKept(t *testing.T) {
+	env := newKollaEnv(t, "kolla_qmkept")
+	ctx := ctxT(t, 30*time.Second)
+	for _, qm := range []bool{true, false} {
+		srv := env.open(t, map[string]string{"rabbit_stream_fanout": "false", "use_queue_manager": fmt.Sprint(qm)})
+		topic := uniqueTopic(t)
+		l, err := srv.Listen(ctx, driver.Target{Exchange: "openstack", Topic: topic, Server: "s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fq := l.(*rpcListener).fanoutQ
+		if want := topic + "_fanout_" + kollaOptions(t)["hostname"] + ":rabbit.test:"; qm != strings.HasPrefix(fq, want) {
+			t.Errorf("fanout queue %q (use_queue_manager %v)", fq, qm)
+		}
+		q := listQueues(t, env.url)[fq]
+		if !strings.HasPrefix(q, "quorum true false") || !strings.Contains(q, `"x-expires",1800000`) {
+			t.Errorf("fanout queue %s: %q, want a durable quorum queue with x-expires", fq, q)
+		}
+		_ = l.Close()
+		_, kept := listQueues(t, env.url)[fq]
+		if kept != qm {
+			t.Errorf("use_queue_manager %v: fanout queue kept after Close: %v", qm, kept)
+		}
 	}
 }

@@ -89,8 +89,8 @@ func TestKollaNovaConf(t *testing.T) {
 	if strings.Join(hosts, " ") != "openstack@192.0.2.11:5672 openstack@192.0.2.12:5672 openstack@192.0.2.13:5672" || d.dialer.vhost != "/" {
 		t.Errorf("hosts %v vhost %q", hosts, d.dialer.vhost)
 	}
-	if d.replyQ != "reply_controller1:nova-conductor:1" {
-		t.Errorf("reply queue %q", d.replyQ)
+	if q, err := d.replyQueue(); err != nil || q != "reply_controller1:nova-conductor:1" {
+		t.Errorf("reply queue %q, %v", q, err)
 	}
 	if q, err := d.fanoutQueueName("conductor"); err != nil || q != "conductor_fanout" {
 		t.Errorf("fanout queue %q, %v", q, err)

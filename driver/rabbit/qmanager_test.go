@@ -109,11 +109,15 @@ func TestQueueManagerChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	rq, err := d.replyQueue()
+	if err != nil {
+		t.Fatal(err)
+	}
 	fq, err := d.fanoutQueueName("compute")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("names: %s %s\n", d.replyQ, fq)
+	fmt.Printf("names: %s %s\n", rq, fq)
 }
 
 // TestQueueManagerSharedWithPython: a Go driver and the Python 18.1 peer's
@@ -163,4 +167,14 @@ print(amqpdriver.QManager(hostname=sys.argv[1], processname=sys.argv[2]).get())
 
 func driverOptions(cfg map[string]string, lockPath string) driver.Options {
 	return driver.Options{Config: cfg, LockPath: lockPath}
+}
+
+// replyName is d's reply queue (named on first use).
+func replyName(t testing.TB, d *Driver) string {
+	t.Helper()
+	q, err := d.replyQueue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }

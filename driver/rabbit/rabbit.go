@@ -29,10 +29,17 @@ type Driver struct {
 	log    *slog.Logger
 	pool   *pool
 
-	replyQ  string        // reply_<hex> (reply_<host>:<proc>:<n> with use_queue_manager), one per driver
-	qm      *queueManager // use_queue_manager's counter, nil without it
-	waiter  *replyWaiter
-	obsolet *obsoleteQueues
+	qm *queueManager // use_queue_manager's counter, nil without it
+
+	// replyQ is the reply queue, reply_<hex> (reply_<host>:<proc>:<n> with
+	// use_queue_manager), one per driver, named by replyQueue when the
+	// first call starts the reply waiter (as 18.1 names it on the first
+	// call, so a driver that never calls takes no number of the counter).
+	replyQ    string
+	replyErr  error
+	replyOnce sync.Once
+	waiter    *replyWaiter
+	obsolet   *obsoleteQueues
 
 	replyRetries atomic.Int32 // returned replies being retried
 
@@ -100,24 +107,17 @@ func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	replyQ := "reply_" + newHexID()
 	var qm *queueManager
 	if cfg.UseQueueManager {
 		if qm, err = newQueueManager(cfg.Hostname, cfg.Processname, lockPath(opts)); err != nil {
 			return nil, err
 		}
-		n, err := qm.get()
-		if err != nil {
-			return nil, err
-		}
-		replyQ = "reply_" + n
 	}
 	d := &Driver{
 		cfg:       cfg,
 		dialer:    dl,
 		log:       log,
 		qm:        qm,
-		replyQ:    replyQ,
 		closing:   make(chan struct{}),
 		listeners: map[closer]struct{}{},
 		obsolet:   &obsoleteQueues{m: map[string]time.Time{}},
@@ -129,6 +129,24 @@ func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 	}
 	d.waiter = newReplyWaiter(d)
 	return d, nil
+}
+
+// replyQueue names the reply queue, once; Call reads d.replyQ after the
+// reply waiter, which calls this first, is ready.
+func (d *Driver) replyQueue() (string, error) {
+	d.replyOnce.Do(func() {
+		if d.qm == nil {
+			d.replyQ = "reply_" + newHexID()
+			return
+		}
+		n, err := d.qm.get()
+		if err != nil {
+			d.replyErr = err
+			return
+		}
+		d.replyQ = "reply_" + n
+	})
+	return d.replyQ, d.replyErr
 }
 
 // Config returns the effective options.
