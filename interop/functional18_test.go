@@ -62,7 +62,7 @@ func TestFunctional18RabbitMQ(t *testing.T) {
 	peer := oslo18.Get(t)
 	for _, conf := range []string{"kolla-qm"} {
 		t.Run(conf, func(t *testing.T) {
-			runFunctional18(t, peer, testrabbit.ExtraURL(t, "functional18_"+conf), conf)
+			runFunctional18(t, peer, testrabbit.NewVhost(t, "functional18_"+conf), conf)
 		})
 	}
 }

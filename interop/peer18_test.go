@@ -30,7 +30,7 @@ func TestPeer18RabbitMQ(t *testing.T) {
 	peer := oslo18.Get(t)
 	for _, conf := range peer18Configs {
 		t.Run(conf, func(t *testing.T) {
-			url := testrabbit.ExtraURL(t, "py18_"+conf)
+			url := testrabbit.NewVhost(t, "py18_"+conf)
 			peer18Scenario(t, peer, url, conf)
 		})
 	}

@@ -61,15 +61,15 @@ func TestWrapMakesAndDeletesVhost(t *testing.T) {
 	}
 }
 
-// TestExtraURL: ExtraURL's vhost exists while the test runs, is named after
+// TestNewVhost: NewVhost's vhost exists while the test runs, is named after
 // the wrapped vhost, and is gone after the test.
-func TestExtraURL(t *testing.T) {
+func TestNewVhost(t *testing.T) {
 	if os.Getenv(EnvURL) == "" {
 		t.Setenv(EnvURL, "rabbit://guest:guest@127.0.0.1:5672/"+prefix+"1_1")
 	}
 	var name string
 	t.Run("inner", func(t *testing.T) {
-		u := ExtraURL(t, "kolla-qm")
+		u := NewVhost(t, "kolla-qm")
 		name = strings.TrimPrefix(u[strings.LastIndex(u, "/"):], "/")
 		if name != Vhost()+"_kolla-qm" {
 			t.Errorf("vhost %q, want %q", name, Vhost()+"_kolla-qm")
