@@ -147,6 +147,7 @@ type Removed struct {
 	Replacement string
 }
 
+// String is the warning oslogo logs when the option is set.
 func (r Removed) String() string {
 	g := r.Group
 	if g == "" {

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,7 +76,30 @@ func startEmbedded(t *testing.T) string {
 
 func startPeer18(t *testing.T, peer oslo18.Peer, wantReady bool, script string, args ...string) *pyProc {
 	t.Helper()
-	return startProc(t, wantReady, "py18 "+script, peer.Command(append([]string{peer.Script(script)}, args...)...))
+	return startProc(t, wantReady, "py18 "+script, peer18Cmd(context.Background(), t, peer, append([]string{peer.Script(script)}, args...)...))
+}
+
+// peer18Cmd runs the peer's Python with args as the configurations need:
+// with use_queue_manager (kolla-qm) 18.1's queue manager keeps a counter in
+// /dev/shm/<hostname>_<processname>_qmanager and reads the start time of
+// its process group's leader from /proc, so each peer gets a process group
+// of its own (the test binary's group leader may have exited, e.g. under a
+// shell's background job, and then the peer dies on start) and a hostname
+// of this test binary's, whose counter files are removed afterwards.
+func peer18Cmd(ctx context.Context, t *testing.T, peer oslo18.Peer, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, peer.Python, args...)
+	cmd.Env = slices.Clone(peer.Env)
+	host := fmt.Sprintf("oslogo-peer18-%d", os.Getpid())
+	cmd.Env = append(cmd.Env, "OSLO18_HOSTNAME="+host)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	t.Cleanup(func() {
+		matches, _ := filepath.Glob("/dev/shm/" + host + "_*_qmanager")
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	})
+	return cmd
 }
 
 // runPeer18 runs a one-shot peer script and returns its JSON line.

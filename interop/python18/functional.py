@@ -15,7 +15,8 @@ queue manager's lock (oslo_concurrency, read from the global cfg.CONF by
 lockutils) gets its lock_path through lockutils.set_defaults.
 
 The tests themselves run unchanged under testtools; the result prints one
-line per test ("PASS: id", "FAIL: id", "ERROR: id", "SKIP: id reason") and
+line per test ("result PASS: id", "result FAIL: id", "result ERROR: id",
+"result SKIP: id reason"; testtools prints "FAIL: id" itself in its report) and
 a closing "N passed, N failed, N skipped" line.
 """
 import sys
@@ -30,7 +31,7 @@ class LineResult(testtools.TextTestResult):
     """testtools' text result, plus one status line per test."""
 
     def _line(self, status, test, extra=""):
-        self.stream.write("%s: %s%s\n" % (status, test.id(), extra))
+        self.stream.write("result %s: %s%s\n" % (status, test.id(), extra))
         self.stream.flush()
 
     def addSuccess(self, test, details=None):
