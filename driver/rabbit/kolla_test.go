@@ -80,8 +80,8 @@ func TestKollaConformance(t *testing.T) {
 	})
 }
 
-// TestStreamFanoutSurvivesReconnects: two servers read the fanout stream of
-// a topic; their connections are closed by the broker (rabbitmqctl
+// TestStreamFanoutSurvivesReconnects: two servers (eight receivers each)
+// read the fanout stream of a topic; their connections are closed by the broker (rabbitmqctl
 // close_connection) three times while 1,000 fanout casts are sent. Each
 // server gets each cast exactly once: the reconnected consumer resumes at
 // the offset after the last message it handed over (x-stream-offset), so
@@ -127,17 +127,21 @@ func streamFanoutSurvives(t *testing.T, srvEnv, cliEnv kollaEnv, topic string, p
 		}
 		c := &counts{seen: map[int]int{}}
 		got[name] = c
-		serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
-			var args struct{ I int }
-			if err := json.Unmarshal(r.Request().Args, &args); err != nil {
-				t.Errorf("args %s: %v", r.Request().Args, err)
-			}
-			c.mu.Lock()
-			c.seen[args.I]++
-			c.n++
-			c.mu.Unlock()
-			return nil
-		})
+		// Eight receivers, as a messaging server's workers: requests are
+		// handed over out of order.
+		for range 8 {
+			serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
+				var args struct{ I int }
+				if err := json.Unmarshal(r.Request().Args, &args); err != nil {
+					t.Errorf("args %s: %v", r.Request().Args, err)
+				}
+				c.mu.Lock()
+				c.seen[args.I]++
+				c.n++
+				c.mu.Unlock()
+				return nil
+			})
+		}
 		t.Cleanup(func() { _ = l.Close() })
 	}
 	cli := cliEnv.open(t, nil)
