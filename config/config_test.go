@@ -395,7 +395,7 @@ func TestSection(t *testing.T) {
 		"[oslo_messaging_rabbit]\nx_custom = 2\n")
 	sec := c.Section(RabbitGroup)
 	want := RabbitDefaults()
-	want["ssl"] = "true"
+	want["rabbit_use_ssl"] = "true" // no longer a deprecated name of ssl in 18.1
 	want["heartbeat_rate"] = "4"
 	want["x_custom"] = "2"
 	if !reflect.DeepEqual(sec, want) {

@@ -17,8 +17,8 @@ func TestMessagingOpts(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if n := len(RabbitOpts()); n != 32 {
-		t.Errorf("%d rabbit options, want 32", n)
+	if n := len(RabbitOpts()); n != 37 {
+		t.Errorf("%d rabbit options, want 18.1's 37", n)
 	}
 	checks := []struct {
 		group, name string
@@ -39,7 +39,11 @@ func TestMessagingOpts(t *testing.T) {
 		{RabbitGroup, "rabbit_transient_queues_ttl", c.Duration(RabbitGroup, "rabbit_transient_queues_ttl"), 30 * time.Minute},
 		{RabbitGroup, "heartbeat_timeout_threshold", c.Duration(RabbitGroup, "heartbeat_timeout_threshold"), time.Minute},
 		{RabbitGroup, "direct_mandatory_flag", c.Bool(RabbitGroup, "direct_mandatory_flag"), true},
-		{RabbitGroup, "rabbit_quroum_max_memory_bytes", c.Int(RabbitGroup, "rabbit_quroum_max_memory_bytes"), 0},
+		{RabbitGroup, "rabbit_quorum_max_memory_bytes", c.Int(RabbitGroup, "rabbit_quorum_max_memory_bytes"), 0},
+		{RabbitGroup, "heartbeat_rate", c.Int(RabbitGroup, "heartbeat_rate"), 3},
+		{RabbitGroup, "ssl_enforce_hostname_verification", c.Bool(RabbitGroup, "ssl_enforce_hostname_verification"), true},
+		{RabbitGroup, "rabbit_stream_fanout", c.Bool(RabbitGroup, "rabbit_stream_fanout"), false},
+		{RabbitGroup, "kombu_reconnect_splay", c.Duration(RabbitGroup, "kombu_reconnect_splay"), time.Duration(0)},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -69,21 +73,37 @@ kombu_reconnect_timeout = 9
 	if got := c.Int("", "executor_thread_pool_size"); got != 8 {
 		t.Errorf("executor_thread_pool_size = %d", got)
 	}
-	// Within a file the deprecated name's values come first, as oslo orders them.
-	if got := strings.Join(c.Strings(NotificationsGroup, "driver"), ","); got != "messaging,messagingv2,log" {
+	// oslo.messaging 16.0 removed the [DEFAULT] fallbacks and the kombu_ssl_*
+	// names: 18.1 no longer reads them (RemovedMessagingOpts).
+	if got := strings.Join(c.Strings(NotificationsGroup, "driver"), ","); got != "messagingv2,log" {
 		t.Errorf("driver = %s", got)
 	}
-	if got := strings.Join(c.List(NotificationsGroup, "topics"), ","); got != "a,b" {
+	if got := strings.Join(c.List(NotificationsGroup, "topics"), ","); got != "notifications" {
 		t.Errorf("topics = %s", got)
 	}
-	if got := c.Int(RabbitGroup, "rpc_conn_pool_size"); got != 5 {
+	if got := c.Int(RabbitGroup, "rpc_conn_pool_size"); got != 30 {
 		t.Errorf("rpc_conn_pool_size = %d", got)
 	}
-	if got := c.Duration(RabbitGroup, "kombu_reconnect_delay"); got != 2500*time.Millisecond {
+	if got := c.Duration(RabbitGroup, "kombu_reconnect_delay"); got != time.Second {
 		t.Errorf("kombu_reconnect_delay = %v", got)
 	}
-	if got := c.String(RabbitGroup, "ssl_ca_file"); got != "/ca.pem" {
+	if got := c.String(RabbitGroup, "ssl_ca_file"); got != "" {
 		t.Errorf("ssl_ca_file = %q", got)
+	}
+	var removed []string
+	for _, r := range RemovedMessagingOpts() {
+		if _, set := c.Lookup(r.Group, r.Name); set {
+			removed = append(removed, r.String())
+		}
+	}
+	want := []string{
+		"[DEFAULT] notification_driver is not an option of oslo.messaging 18.1 (removed), use [oslo_messaging_notifications] driver",
+		"[DEFAULT] notification_topics is not an option of oslo.messaging 18.1 (removed), use [oslo_messaging_notifications] topics",
+		"[DEFAULT] rpc_conn_pool_size is not an option of oslo.messaging 18.1 (removed), use [oslo_messaging_rabbit] rpc_conn_pool_size",
+		"[DEFAULT] kombu_reconnect_delay is not an option of oslo.messaging 18.1 (removed), use [oslo_messaging_rabbit] kombu_reconnect_delay",
+	}
+	if strings.Join(removed, "\n") != strings.Join(want, "\n") {
+		t.Errorf("removed options found:\n%s\nwant\n%s", strings.Join(removed, "\n"), strings.Join(want, "\n"))
 	}
 	if got := c.Duration(RabbitGroup, "kombu_missing_consumer_retry_timeout"); got != 9*time.Second {
 		t.Errorf("kombu_missing_consumer_retry_timeout = %v", got)

@@ -203,6 +203,10 @@ type Options struct {
 	Config map[string]string
 	// Logger receives the driver's logs; never nil.
 	Logger *slog.Logger
+	// LockPath is oslo.concurrency's lock_path ([oslo_concurrency]
+	// lock_path), the folder of external lock files; rabbit://'s
+	// use_queue_manager needs it. Empty: $OSLO_LOCK_PATH.
+	LockPath string
 	// RawURL is the transport URL exactly as configured. Multi-host URLs
 	// ("rabbit://u1:p1@h1,u2:p2@h2/") do not survive net/url intact, so
 	// drivers that accept them parse this instead. Never log it.

@@ -6,4 +6,9 @@
 // versions, remote exceptions, timeouts, call-monitor heartbeats, request
 // context, unicode, nested and 1 MB payloads; notifications with both
 // drivers, pools and every priority) and assert on what each side saw.
+//
+// The current upstream release, oslo.messaging 18.1.0 (internal/oslo18,
+// interop/python18), runs here too, in the defaults, kolla and kolla-qm
+// configurations, against itself on RabbitMQ and on the embedded broker,
+// and with its own functional tests (docs/INTEROP.md).
 package interop

@@ -37,14 +37,22 @@ type pyProc struct {
 	stdin io.WriteCloser
 	lines chan map[string]any
 	done  chan struct{}
+	log   *logWriter
 }
 
 // startPy runs interop/python/<script> and, when wantReady, waits for its
 // {"ready": ...} line.
 func startPy(t *testing.T, wantReady bool, script string, args ...string) *pyProc {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{filepath.Join("python", script)}, args...)...)
-	cmd.Stderr = &logWriter{t: t, prefix: script}
+	return startProc(t, wantReady, script, exec.Command(python, append([]string{filepath.Join("python", script)}, args...)...))
+}
+
+// startProc runs cmd as a peer named name (stdout: JSON lines) and, when
+// wantReady, waits for its {"ready": ...} line.
+func startProc(t *testing.T, wantReady bool, script string, cmd *exec.Cmd) *pyProc {
+	t.Helper()
+	lw := &logWriter{t: t, prefix: script}
+	cmd.Stderr = lw
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,7 @@ func startPy(t *testing.T, wantReady bool, script string, args ...string) *pyPro
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", script, err)
 	}
-	p := &pyProc{cmd: cmd, stdin: stdin, lines: make(chan map[string]any, 1024), done: make(chan struct{})}
+	p := &pyProc{cmd: cmd, stdin: stdin, lines: make(chan map[string]any, 1024), done: make(chan struct{}), log: lw}
 	go func() {
 		defer close(p.done)
 		defer close(p.lines)
@@ -85,7 +93,7 @@ func (p *pyProc) next(t *testing.T, timeout time.Duration) map[string]any {
 	select {
 	case m, ok := <-p.lines:
 		if !ok {
-			t.Fatal("python peer exited")
+			t.Fatalf("python peer %s exited; its stderr ends with:\n%s", p.log.prefix, p.log.tailString())
 		}
 		return m
 	case <-time.After(timeout):
@@ -116,11 +124,22 @@ type logWriter struct {
 	t      *testing.T
 	prefix string
 	mu     sync.Mutex
+	tail   []byte // the last 8 KiB, for the message of a peer that exits
+}
+
+func (w *logWriter) tailString() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.tail)
 }
 
 func (w *logWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.tail = append(w.tail, b...)
+	if n := len(w.tail) - 8<<10; n > 0 {
+		w.tail = append(w.tail[:0], w.tail[n:]...)
+	}
 	if testing.Verbose() {
 		w.t.Logf("%s: %s", w.prefix, strings.TrimRight(string(b), "\n"))
 	}

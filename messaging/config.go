@@ -35,6 +35,13 @@ func TransportConfigFrom(conf *config.Config, logger *slog.Logger) (TransportCon
 		DriverConfig: setOnly(conf, config.RabbitGroup),
 		Logger:       logger,
 	}
+	cfg.LockPath, _ = conf.Lookup(config.ConcurrencyGroup, "lock_path")
+	log := loggerOrDiscard(logger)
+	for _, r := range config.RemovedMessagingOpts() {
+		if _, set := conf.Lookup(r.Group, r.Name); set {
+			log.Warn("configuration option ignored: " + r.String())
+		}
+	}
 	return cfg, cfg.Validate()
 }
 

@@ -40,6 +40,10 @@ type TransportConfig struct {
 	// DriverConfig is the driver's own INI group ([oslo_messaging_rabbit]
 	// for rabbit://), by oslo option names.
 	DriverConfig map[string]string
+	// LockPath is [oslo_concurrency] lock_path, for drivers that take
+	// external locks (rabbit:// with use_queue_manager); empty means
+	// $OSLO_LOCK_PATH.
+	LockPath string
 	// Logger receives logs of every component; nil discards them.
 	Logger *slog.Logger
 	// Observer receives the calls, casts and notifications of the
@@ -121,7 +125,7 @@ func OpenTransport(ctx context.Context, rawURL string, cfg TransportConfig) (*Tr
 		return nil, err
 	}
 	logger := loggerOrDiscard(cfg.Logger)
-	drv, err := open(ctx, u, driver.Options{Config: cfg.DriverConfig, Logger: logger.With("component", "driver", "scheme", u.Scheme), RawURL: rawURL})
+	drv, err := open(ctx, u, driver.Options{Config: cfg.DriverConfig, LockPath: cfg.LockPath, Logger: logger.With("component", "driver", "scheme", u.Scheme), RawURL: rawURL})
 	if err != nil {
 		return nil, fmt.Errorf("messaging: open %s: %w", u.Redacted(), err)
 	}

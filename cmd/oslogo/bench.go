@@ -38,7 +38,7 @@ type benchResult struct {
 func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	fs := newFlagSet(env, "bench", "[flags]")
 	rawURL := fs.String("url", "rabbit://guest:guest@127.0.0.1:5672/", "transport URL")
-	mode := fs.String("mode", "call", "call, cast, notify, bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker) or bare-call-wire (the same loop meeting oslo's wire obligations: topic exchange, confirms, mandatory replies)")
+	mode := fs.String("mode", "call", "call, cast, fanout (fanout casts to one server), notify, bare-call (a plain amqp091-go request/reply loop, the floor for RPC over the broker) or bare-call-wire (the same loop meeting oslo's wire obligations: topic exchange, confirms, mandatory replies)")
 	conc := fs.Int("concurrency", 1, "concurrent callers")
 	size := fs.Int("size", 64, "payload size in bytes")
 	count := fs.Int("count", 2000, "messages to send (after a warm-up of count/10)")
@@ -52,7 +52,7 @@ func runBench(ctx context.Context, env *cmdEnv, args []string) error {
 	var res *benchResult
 	var err error
 	switch *mode {
-	case "call", "cast", "notify":
+	case "call", "cast", "fanout", "notify":
 		res, err = benchOslogo(ctx, *rawURL, *mode, *conc, *count, payload)
 	case "bare-call", "bare-call-wire":
 		res, err = benchBare(ctx, *rawURL, *conc, *count, payload, *mode == "bare-call-wire")
@@ -149,10 +149,10 @@ func benchOslogo(ctx context.Context, rawURL, mode string, conc, count int, payl
 
 	var op func(ctx context.Context) error
 	switch mode {
-	case "call", "cast":
+	case "call", "cast", "fanout":
 		ep := messaging.NewEndpoint(messaging.Target{})
 		ep.HandleRaw("echo", func(_ context.Context, a json.RawMessage) (any, error) {
-			if mode == "cast" {
+			if mode != "call" {
 				got()
 			}
 			return a, nil
@@ -165,7 +165,8 @@ func benchOslogo(ctx context.Context, rawURL, mode string, conc, count int, payl
 			return nil, err
 		}
 		defer func() { _ = srv.Stop(context.Background()); srv.Wait() }()
-		cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic}, messaging.WithTimeout(60*time.Second))
+		cli := messaging.NewRPCClient(cliT, messaging.Target{Topic: topic}, messaging.WithTimeout(60*time.Second),
+			messaging.WithFanout(mode == "fanout"))
 		if mode == "call" {
 			op = func(ctx context.Context) error { _, err := cli.Call(ctx, "echo", args); return err }
 		} else {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -272,8 +273,9 @@ func (d *dialer) dialHost(ctx context.Context, h Host, purpose string, setup fun
 }
 
 // backoff is the wait before reconnect attempt n (1-based), as kombu's
-// autoretry computes it: interval_start + (n-1)*interval_step, capped at
-// interval_max, plus kombu_reconnect_delay.
+// autoretry and 18.1's on_error compute it: interval_start +
+// (n-1)*interval_step, capped at interval_max, plus kombu_reconnect_delay,
+// plus a random wait below kombu_reconnect_splay.
 func (c Config) backoff(n int) time.Duration {
 	if n < 1 {
 		n = 1
@@ -282,7 +284,11 @@ func (c Config) backoff(n int) time.Duration {
 	if w > c.IntervalMax {
 		w = c.IntervalMax
 	}
-	return w + c.ReconnectDelay
+	w += c.ReconnectDelay
+	if c.ReconnectSplay > 0 {
+		w += rand.N(c.ReconnectSplay)
+	}
+	return w
 }
 
 // sleepCtx waits for d, ctx or stop; it reports whether the full wait
@@ -304,9 +310,40 @@ func sleepCtx(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 // queues: HA or quorum, no TTL.
 func (c Config) topicQueueArgs() amqp.Table { return c.queueArgs(0, c.QuorumQueue) }
 
-// transientQueueArgs are the arguments of reply and fanout queues: x-expires
-// (+ HA), never quorum in 14.0.3.
-func (c Config) transientQueueArgs() amqp.Table { return c.queueArgs(c.TransientTTL, false) }
+// transientQueueArgs are the arguments of reply queues and (without
+// rabbit_stream_fanout) fanout queues: x-expires (+ HA), quorum with
+// rabbit_transient_quorum_queue.
+func (c Config) transientQueueArgs() amqp.Table {
+	return c.queueArgs(c.TransientTTL, c.TransientQuorum)
+}
+
+// fanoutQueueArgs are the arguments of fanout queues: with
+// rabbit_stream_fanout only x-queue-type stream and x-max-age "<ttl>s" (a
+// string), as 18.1 replaces every other argument; else transientQueueArgs.
+func (c Config) fanoutQueueArgs() amqp.Table {
+	if !c.StreamFanout {
+		return c.transientQueueArgs()
+	}
+	args := amqp.Table{"x-queue-type": "stream"}
+	if c.TransientTTL > 0 {
+		args["x-max-age"] = strconv.Itoa(c.TransientTTL) + "s"
+	}
+	return args
+}
+
+// transientDurable is the durability of reply queues and of the fanout
+// exchange: durable with rabbit_transient_quorum_queue (quorum queues
+// must be).
+func (c Config) transientDurable() bool { return c.TransientQuorum }
+
+// fanoutQueueDurable is the durability of fanout queues (18.1's
+// is_durable).
+func (c Config) fanoutQueueDurable() bool { return c.TransientQuorum || c.StreamFanout }
+
+// deleteFanoutOnClose reports whether a server deletes its fanout queue
+// when it stops: not a shared stream, and not the stable names of the
+// queue manager, which expire by x-expires instead (18.1's close).
+func (c Config) deleteFanoutOnClose() bool { return !c.StreamFanout && !c.UseQueueManager }
 
 // queueArgs is oslo's _get_queue_arguments.
 func (c Config) queueArgs(ttl int, quorum bool) amqp.Table {

@@ -44,7 +44,19 @@ func (c Config) listenPrefetch() int {
 // exchanges and bindings, on the channel that then consumes from it.
 type queueSpec struct {
 	queue   string
-	declare func(ch *amqp.Channel) error
+	declare func(ch *amqp.Channel) error // may return an againError (see runDeclare)
+	// stream is the read position of a stream queue (rabbit_stream_fanout),
+	// nil for other queues: it gives the consumer's x-stream-offset.
+	stream *streamCursor
+}
+
+// consumerArgs are the basic.consume arguments of q: x-stream-offset alone
+// for a stream (as 18.1), else the configured ones.
+func (q *queueSpec) consumerArgs(cfg Config) amqp.Table {
+	if q.stream != nil {
+		return amqp.Table{"x-stream-offset": q.stream.offsetArg()}
+	}
+	return cfg.consumerArgs()
 }
 
 // listenChannel is a channel with one consumer at a time. acked is the
@@ -66,8 +78,9 @@ type consumerHandle struct {
 }
 
 // consumeSession is one listening connection with its consumers, one
-// channel each; ch is a spare channel for the owner's own use (deleting a
-// fanout queue on close).
+// channel each; ch is a spare channel for declarations and the owner's
+// own use (deleting a fanout queue on close), reopened after a channel
+// error.
 type consumeSession struct {
 	conn *amqp.Connection
 	ch   *amqp.Channel
@@ -150,7 +163,7 @@ func (c *consumer) connect(ctx context.Context) (*consumeSession, error) {
 				return nil, err
 			}
 		}
-		h, err := c.subscribe(lc, q)
+		h, err := c.subscribe(s, lc, q)
 		if err != nil {
 			_ = conn.Close()
 			return nil, err
@@ -180,14 +193,16 @@ func (c *consumer) openChannel(conn *amqp.Connection) (*listenChannel, error) {
 	return &listenChannel{ch: ch}, nil
 }
 
-// subscribe declares q on lc and consumes from it with the next tag, with
-// manual acknowledgements.
-func (c *consumer) subscribe(lc *listenChannel, q *queueSpec) (*consumerHandle, error) {
-	if err := q.declare(lc.ch); err != nil {
+// subscribe declares q (on the session's declaration channel, so that a
+// declaration the broker refuses closes no consumer's channel and can be
+// recovered from, see queuePlan) and consumes from it on lc with the next
+// tag, with manual acknowledgements.
+func (c *consumer) subscribe(s *consumeSession, lc *listenChannel, q *queueSpec) (*consumerHandle, error) {
+	if err := runDeclare(&s.ch, s.conn.Channel, q.declare); err != nil {
 		return nil, err
 	}
 	tag := c.nextTag()
-	dels, err := lc.ch.Consume(q.queue, tag, false, false, false, false, c.d.cfg.consumerArgs())
+	dels, err := lc.ch.Consume(q.queue, tag, false, false, false, false, q.consumerArgs(c.d.cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +215,15 @@ func (c *consumer) subscribe(lc *listenChannel, q *queueSpec) (*consumerHandle, 
 // closed by an error (a new one is opened; the broker requeued what the
 // old one had not acknowledged).
 func (c *consumer) resubscribe(s *consumeSession, h *consumerHandle) (*consumerHandle, error) {
+	if h.spec.stream != nil && !h.ch.IsClosed() {
+		// A basic.cancel from the broker (the channel is open): 18.1 reads
+		// the stream from "last" again, as it may have been deleted and its
+		// offsets started over.
+		h.spec.stream.reset()
+		c.log.Warn("stream consumer cancelled by the broker, reading from the last chunk again", "queue", h.spec.queue)
+	}
 	if !h.ch.IsClosed() {
-		nh, err := c.subscribe(h.lc, h.spec)
+		nh, err := c.subscribe(s, h.lc, h.spec)
 		if err == nil || s.conn.IsClosed() {
 			return nh, err
 		}
@@ -219,7 +241,7 @@ func (c *consumer) resubscribe(s *consumeSession, h *consumerHandle) (*consumerH
 		clear(c.reopened) // only the latest replacement is of use
 		c.reopened[h.lc] = lc
 	}
-	nh, err := c.subscribe(lc, h.spec)
+	nh, err := c.subscribe(s, lc, h.spec)
 	if err != nil {
 		_ = lc.ch.Close()
 	}

@@ -18,7 +18,7 @@ import (
 // each other's replies (amqp091-go's "503 unexpected command received");
 // every publish here must succeed and arrive.
 func TestConcurrentDeclareAndPublish(t *testing.T) {
-	d := openTest(t, map[string]string{"rpc_conn_pool_size": "1"})
+	d := openTest(t, map[string]string{"rpc_conn_pool_size": "1", "conn_pool_min_size": "1"})
 	ctx := ctxT(t, 60*time.Second)
 	const workers, rounds = 8, 25
 	var topics []string

@@ -1,5 +1,7 @@
 // Package rabbit is the rabbit:// (alias kombu://) transport of oslogo:
-// AMQP 0-9-1 over RabbitMQ, wire-compatible with Python oslo.messaging 14.
+// AMQP 0-9-1 over RabbitMQ, wire-compatible with Python oslo.messaging 14
+// and 18.1, whose options it takes (quorum and transient quorum queues,
+// stream fanout, the queue manager's stable queue names).
 //
 // Importing the package registers the "rabbit" and "kombu" schemes with
 // the driver registry:
@@ -21,7 +23,8 @@
 // the URL's hosts and reconnects with oslo's backoff; listeners redeclare
 // and resume consuming on their own.
 //
-// The [oslo_messaging_rabbit] options are read by their oslo names from
-// driver.Options.Config and from the URL query; docs/RABBIT.md lists how
-// each one is honoured.
+// The [oslo_messaging_rabbit] options of oslo.messaging 18.1 are read by
+// their oslo names from driver.Options.Config and from the URL query;
+// docs/RABBIT.md lists how each one is honoured, and which names of 14
+// 18.1 removed (ignored with a warning in a file, refused in the URL).
 package rabbit

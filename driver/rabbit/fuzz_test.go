@@ -313,7 +313,7 @@ func FuzzParseURL(f *testing.F) {
 		// Applying the query never panics; unknown or bad options are
 		// errors.
 		c := DefaultConfig()
-		_ = c.apply(tu.Query)
+		_, _ = c.apply(tu.Query, true)
 		again := formatURL(tu)
 		tu2, err := ParseURL(again)
 		if err != nil {

@@ -324,7 +324,7 @@ func TestGoldenProperties(t *testing.T) {
 		t.Fatal(err)
 	}
 	in, _ := decodeRequest(m)
-	if in.replyQ != d.replyQ || len(in.msgID) != 32 || len(in.uniqueID) != 32 {
+	if in.replyQ != replyName(t, d) || len(in.msgID) != 32 || len(in.uniqueID) != 32 {
 		t.Fatalf("call ids %+v", in)
 	}
 	// A raw consumer on a copy of the reply: bind nothing, read the reply
@@ -333,25 +333,25 @@ func TestGoldenProperties(t *testing.T) {
 	if err := d2.waiter.ready(ctx, -1); err != nil {
 		t.Fatal(err)
 	}
-	rq, err := ch.QueueDeclarePassive(d2.replyQ, false, false, false, false, d.cfg.transientQueueArgs())
+	rq, err := ch.QueueDeclarePassive(replyName(t, d2), false, false, false, false, d.cfg.transientQueueArgs())
 	if err != nil {
 		t.Fatalf("reply queue flags differ from oslo's: %v", err)
 	}
 	_ = rq
 	d2.waiter.close()
-	if err := d.sendReply(ctx, d2.replyQ, in.msgID, &driver.Reply{Result: json.RawMessage(`1`)}, true); err != nil {
+	if err := d.sendReply(ctx, replyName(t, d2), in.msgID, &driver.Reply{Result: json.RawMessage(`1`)}, true); err != nil {
 		t.Fatal(err)
 	}
-	got, ok, err := ch.Get(d2.replyQ, true)
+	got, ok, err := ch.Get(replyName(t, d2), true)
 	for i := 0; err == nil && !ok && i < 100; i++ {
 		time.Sleep(50 * time.Millisecond)
-		got, ok, err = ch.Get(d2.replyQ, true)
+		got, ok, err = ch.Get(replyName(t, d2), true)
 	}
 	if !ok || err != nil {
 		t.Fatalf("no reply in the queue (%v)", err)
 	}
 	check("reply", amqp.Delivery{ContentType: got.ContentType, ContentEncoding: got.ContentEncoding, DeliveryMode: got.DeliveryMode, Priority: got.Priority, Headers: got.Headers, Expiration: got.Expiration}, replyProps)
-	if err := d.sendReply(ctx, d.replyQ, in.msgID, &driver.Reply{Result: json.RawMessage(`1`)}, true); err != nil {
+	if err := d.sendReply(ctx, replyName(t, d), in.msgID, &driver.Reply{Result: json.RawMessage(`1`)}, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-callDone; err != nil {
@@ -367,5 +367,5 @@ func TestGoldenProperties(t *testing.T) {
 	}
 	check("notification", next(), notifyProps)
 	_, _ = ch.QueueDelete(topic+".info", false, false, false)
-	_, _ = ch.QueueDelete(d2.replyQ, false, false, false)
+	_, _ = ch.QueueDelete(replyName(t, d2), false, false, false)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -82,24 +83,23 @@ func (l *notifyListener) queues() []*queueSpec {
 		bound[queue] = append(bound[queue], t)
 	}
 	for _, q := range specs {
-		targets := bound[q.queue]
-		q.declare = func(ch *amqp.Channel) error {
-			for _, t := range targets {
-				key := t.Topic + "." + t.Priority
-				if err := ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil); err != nil {
-					return err
-				}
-				if _, err := ch.QueueDeclare(q.queue, cfg.durable(), cfg.AutoDelete, false, false, cfg.topicQueueArgs()); err != nil {
-					return err
-				}
-				if err := ch.QueueBind(q.queue, key, t.Exchange, false, nil); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
+		p := notifyQueuePlan(cfg, q.queue, bound[q.queue], l.d.log)
+		q.declare = func(ch *amqp.Channel) error { return p.declare(ch) }
 	}
 	return specs
+}
+
+// notifyQueuePlan is a notification queue bound to each of its targets'
+// "<topic>.<priority>" on their exchanges, as 18.1's
+// declare_topic_consumer declares it (durable = amqp_durable_queues or
+// rabbit_quorum_queue, topic queue arguments).
+func notifyQueuePlan(cfg Config, queue string, targets []driver.NotificationTarget, log *slog.Logger) *queuePlan {
+	p := &queuePlan{name: queue, durable: cfg.durable(), autoDelete: cfg.AutoDelete, args: cfg.topicQueueArgs(), log: log}
+	for _, t := range targets {
+		x := exchangeSpec{name: t.Exchange, kind: amqp.ExchangeTopic, durable: cfg.durable(), autoDelete: cfg.AutoDelete}
+		p.binds = append(p.binds, bindingSpec{x, t.Topic + "." + t.Priority})
+	}
+	return p
 }
 
 func (l *notifyListener) run(s *consumeSession) {

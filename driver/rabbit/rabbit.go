@@ -29,9 +29,17 @@ type Driver struct {
 	log    *slog.Logger
 	pool   *pool
 
-	replyQ  string // reply_<hex>, one per driver
-	waiter  *replyWaiter
-	obsolet *obsoleteQueues
+	qm *queueManager // use_queue_manager's counter, nil without it
+
+	// replyQ is the reply queue, reply_<hex> (reply_<host>:<proc>:<n> with
+	// use_queue_manager), one per driver, named by replyQueue when the
+	// first call starts the reply waiter (as 18.1 names it on the first
+	// call, so a driver that never calls takes no number of the counter).
+	replyQ    string
+	replyErr  error
+	replyOnce sync.Once
+	waiter    *replyWaiter
+	obsolet   *obsoleteQueues
 
 	replyRetries atomic.Int32 // returned replies being retried
 
@@ -79,10 +87,11 @@ func OpenString(raw string, opts driver.Options) (*Driver, error) {
 
 func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 	cfg := DefaultConfig()
-	if err := cfg.apply(opts.Config); err != nil {
+	warnings, err := cfg.apply(opts.Config, false)
+	if err != nil {
 		return nil, err
 	}
-	if err := cfg.apply(tu.Query); err != nil { // URL query overrides the file
+	if _, err := cfg.apply(tu.Query, true); err != nil { // URL query overrides the file
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -93,15 +102,24 @@ func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = childLogger(log, "rabbit")
+	for _, w := range append(warnings, cfg.ignoredWarnings()...) {
+		log.Warn(w)
+	}
 	dl, err := newDialer(cfg, tu, log)
 	if err != nil {
 		return nil, err
+	}
+	var qm *queueManager
+	if cfg.UseQueueManager {
+		if qm, err = newQueueManager(cfg.Hostname, cfg.Processname, lockPath(opts)); err != nil {
+			return nil, err
+		}
 	}
 	d := &Driver{
 		cfg:       cfg,
 		dialer:    dl,
 		log:       log,
-		replyQ:    "reply_" + newHexID(),
+		qm:        qm,
 		closing:   make(chan struct{}),
 		listeners: map[closer]struct{}{},
 		obsolet:   &obsoleteQueues{m: map[string]time.Time{}},
@@ -113,6 +131,24 @@ func newDriver(tu *TransportURL, opts driver.Options) (*Driver, error) {
 	}
 	d.waiter = newReplyWaiter(d)
 	return d, nil
+}
+
+// replyQueue names the reply queue, once; Call reads d.replyQ after the
+// reply waiter, which calls this first, is ready.
+func (d *Driver) replyQueue() (string, error) {
+	d.replyOnce.Do(func() {
+		if d.qm == nil {
+			d.replyQ = "reply_" + newHexID()
+			return
+		}
+		n, err := d.qm.get()
+		if err != nil {
+			d.replyErr = err
+			return
+		}
+		d.replyQ = "reply_" + n
+	})
+	return d.replyQ, d.replyErr
 }
 
 // Config returns the effective options.
@@ -194,17 +230,27 @@ func expiration(t time.Duration) string {
 	return strconv.FormatInt(ms, 10)
 }
 
+// topicExchangeDecl declares the exchange of a cast or call as 18.1's
+// topic_send does (falling back to non-durable on a durability mismatch,
+// see exchangePlan).
 func (d *Driver) topicExchangeDecl(name string) (string, func(ch *amqp.Channel) error) {
-	return "x:" + name, func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(name, amqp.ExchangeTopic, d.cfg.durable(), d.cfg.AutoDelete, false, false, nil)
-	}
+	p := d.topicExchangePlan(name)
+	return "x:" + name, func(ch *amqp.Channel) error { return p.declare(ch) }
 }
 
-func fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
-	name := topic + "_fanout"
-	return "f:" + name, func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(name, amqp.ExchangeFanout, false, true, false, false, nil)
-	}
+func (d *Driver) topicExchangePlan(name string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: name, kind: amqp.ExchangeTopic, durable: d.cfg.durable(), autoDelete: d.cfg.AutoDelete}, log: d.log}
+}
+
+// fanoutExchangeDecl declares T_fanout as 18.1's fanout_send does:
+// auto-delete, durable with rabbit_transient_quorum_queue.
+func (d *Driver) fanoutExchangeDecl(topic string) (string, func(ch *amqp.Channel) error) {
+	p := d.fanoutExchangePlan(topic)
+	return "f:" + p.x.name, func(ch *amqp.Channel) error { return p.declare(ch) }
+}
+
+func (d *Driver) fanoutExchangePlan(topic string) *exchangePlan {
+	return &exchangePlan{x: exchangeSpec{name: topic + "_fanout", kind: amqp.ExchangeFanout, durable: d.cfg.transientDurable(), autoDelete: true}, log: d.log}
 }
 
 func checkTarget(t driver.Target) error {
@@ -219,7 +265,7 @@ func (d *Driver) requestMessage(target driver.Target, body []byte, uid string, o
 	msg := &outgoing{body: body, uid: uid, retry: opts.Retry}
 	if target.Fanout {
 		msg.exchange, msg.key = target.Topic+"_fanout", ""
-		msg.declKey, msg.declare = fanoutExchangeDecl(target.Topic)
+		msg.declKey, msg.declare = d.fanoutExchangeDecl(target.Topic)
 		return msg
 	}
 	msg.exchange, msg.key = target.Exchange, target.String()

@@ -381,7 +381,7 @@ func TestManualAcks(t *testing.T) {
 				}
 			}
 			call()
-			queues := map[string]bool{topic: false, topic + ".s": false, l.(*rpcListener).fanoutQ: false, cli.replyQ: false, topic + ".info": false}
+			queues := map[string]bool{topic: false, topic + ".s": false, l.(*rpcListener).fanoutQ: false, replyName(t, cli): false, topic + ".info": false}
 			missing := func() []string {
 				var m []string
 				for q, found := range queues {
@@ -416,14 +416,14 @@ func TestManualAcks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, key := range []string{topic, cli.replyQ} {
+			for _, key := range []string{topic, replyName(t, cli)} {
 				if err := ch.Publish("", key, false, false, amqp.Publishing{ContentType: "application/json", Body: []byte(`{not json`)}); err != nil {
 					t.Fatal(err)
 				}
 			}
 			call()
 			call()
-			for _, q := range []string{topic, cli.replyQ} {
+			for _, q := range []string{topic, replyName(t, cli)} {
 				for {
 					st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
 					if err != nil {

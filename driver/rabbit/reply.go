@@ -66,12 +66,6 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 	w.ackTimer = time.NewTimer(time.Hour)
 	w.ackTimer.Stop()
 	w.c = newConsumer(d, "reply")
-	w.c.queues = []*queueSpec{{queue: d.replyQ, declare: func(ch *amqp.Channel) error {
-		if _, err := ch.QueueDeclare(d.replyQ, false, false, false, false, d.cfg.transientQueueArgs()); err != nil {
-			return fmt.Errorf("rabbit: declare reply queue: %w", err)
-		}
-		return nil
-	}}}
 	w.c.flushC = func() <-chan time.Time {
 		if w.armed {
 			return w.ackTimer.C
@@ -85,6 +79,22 @@ func newReplyWaiter(d *Driver) *replyWaiter {
 		w.flushAcks()
 	}
 	return w
+}
+
+// queue is the reply queue's spec, as 18.1's declare_direct_consumer
+// declares it (replyQueuePlan).
+func (w *replyWaiter) queue(name string) *queueSpec {
+	plan := replyQueuePlan(w.d.cfg, name, w.d.log)
+	return &queueSpec{queue: name, declare: func(ch *amqp.Channel) error {
+		if err := plan.declare(ch); err != nil {
+			var again *againError
+			if errors.As(err, &again) {
+				return err
+			}
+			return fmt.Errorf("rabbit: declare reply queue: %w", err)
+		}
+		return nil
+	}}
 }
 
 // flushAcks acknowledges every handled reply at once.
@@ -159,6 +169,13 @@ func (w *replyWaiter) ready(ctx context.Context, retry int) error {
 // start runs the reply consumer, once.
 func (w *replyWaiter) start() {
 	w.once.Do(func() {
+		name, err := w.d.replyQueue()
+		if err != nil {
+			w.c.log.Error("reply queue not named", "err", err)
+			w.noteFailure(err)
+			return
+		}
+		w.c.queues = []*queueSpec{w.queue(name)}
 		w.d.track(func() {
 			var s *consumeSession
 			for attempt := 1; s == nil; attempt++ {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -18,10 +19,14 @@ func (d *Driver) Listen(ctx context.Context, target driver.Target) (driver.RPCLi
 	if target.Topic == "" || target.Server == "" {
 		return nil, errors.New("rabbit: invalid target: a server listens on a topic and a server name")
 	}
+	fanoutQ, err := d.fanoutQueueName(target.Topic)
+	if err != nil {
+		return nil, err
+	}
 	l := &rpcListener{
 		d:       d,
 		target:  target,
-		fanoutQ: target.Topic + "_fanout_" + newHexID(),
+		fanoutQ: fanoutQ,
 		out:     make(chan *rpcIncoming, inboxSize),
 		closeCh: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -74,35 +79,62 @@ type rpcListener struct {
 // over). Half the prefetch limit at most, so the broker never waits.
 func (c Config) requestAckEvery() int { return max(1, min(4, c.listenPrefetch()/2)) }
 
-// queues are T, T.S and T_fanout_<hex>, each with its exchange and
+// fanoutQueueName is the fanout queue of a server of topic: T_fanout, the
+// one stream all servers share (rabbit_stream_fanout), T_fanout_<host>:
+// <proc>:<n> (use_queue_manager) or T_fanout_<hex>, as 18.1 names them.
+func (d *Driver) fanoutQueueName(topic string) (string, error) {
+	switch {
+	case d.cfg.StreamFanout:
+		return topic + "_fanout", nil
+	case d.qm != nil:
+		n, err := d.qm.get()
+		if err != nil {
+			return "", err
+		}
+		return topic + "_fanout_" + n, nil
+	}
+	return topic + "_fanout_" + newHexID(), nil
+}
+
+// queues are T, T.S and the fanout queue, each with its exchange and
 // binding, each consumed on a channel of its own: delivery tags are per
 // channel, so one basic.ack(multiple) covers exactly the requests of that
-// queue handed over before.
+// queue handed over before. See rpcQueuePlans for what is declared.
 func (l *rpcListener) queues() []*queueSpec {
-	cfg := l.d.cfg
-	t := l.target
-	fanoutX := t.Topic + "_fanout"
-	topicX := func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(t.Exchange, amqp.ExchangeTopic, cfg.durable(), cfg.AutoDelete, false, false, nil)
+	var specs []*queueSpec
+	for _, p := range rpcQueuePlans(l.d.cfg, l.target, l.fanoutQ, l.d.log) {
+		q := &queueSpec{queue: p.name, declare: func(ch *amqp.Channel) error { return p.declare(ch) }}
+		if l.d.cfg.StreamFanout && p.name == l.fanoutQ {
+			q.stream = newStreamCursor()
+		}
+		specs = append(specs, q)
 	}
-	fanout := func(ch *amqp.Channel) error {
-		return ch.ExchangeDeclare(fanoutX, amqp.ExchangeFanout, false, true, false, false, nil)
-	}
-	queue := func(name, exchange, key string, xdecl func(*amqp.Channel) error, durable, autoDelete bool, args amqp.Table) *queueSpec {
-		return &queueSpec{queue: name, declare: func(ch *amqp.Channel) error {
-			if err := xdecl(ch); err != nil {
-				return err
-			}
-			if _, err := ch.QueueDeclare(name, durable, autoDelete, false, false, args); err != nil {
-				return err
-			}
-			return ch.QueueBind(name, key, exchange, false, nil)
-		}}
-	}
-	return []*queueSpec{
-		queue(t.Topic, t.Exchange, t.Topic, topicX, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()),
-		queue(t.Topic+"."+t.Server, t.Exchange, t.Topic+"."+t.Server, topicX, cfg.durable(), cfg.AutoDelete, cfg.topicQueueArgs()),
-		queue(l.fanoutQ, fanoutX, t.Topic, fanout, false, false, cfg.transientQueueArgs()),
+	return specs
+}
+
+// replyQueuePlan is the reply queue, as 18.1's declare_direct_consumer
+// declares it: on the default exchange (nothing bound), durable and quorum
+// with rabbit_transient_quorum_queue, x-expires = rabbit_transient_queues_ttl.
+func replyQueuePlan(cfg Config, name string, log *slog.Logger) *queuePlan {
+	return &queuePlan{name: name, durable: cfg.transientDurable(), args: cfg.transientQueueArgs(), log: log}
+}
+
+// rpcQueuePlans are the declarations of an RPC server, as 18.1's
+// declare_topic_consumer and declare_fanout_consumer make them: T and T.S
+// on the control exchange (topic, durable = amqp_durable_queues or
+// rabbit_quorum_queue), and the fanout queue on exchange T_fanout (fanout,
+// auto-delete, durable with rabbit_transient_quorum_queue or
+// rabbit_stream_fanout), bound with key T.
+func rpcQueuePlans(cfg Config, t driver.Target, fanoutQ string, log *slog.Logger) []*queuePlan {
+	topicX := exchangeSpec{name: t.Exchange, kind: amqp.ExchangeTopic, durable: cfg.durable(), autoDelete: cfg.AutoDelete}
+	fanoutX := exchangeSpec{name: t.Topic + "_fanout", kind: amqp.ExchangeFanout, durable: cfg.fanoutQueueDurable(), autoDelete: true}
+	return []*queuePlan{
+		{name: t.Topic, durable: cfg.durable(), autoDelete: cfg.AutoDelete, args: cfg.topicQueueArgs(),
+			binds: []bindingSpec{{topicX, t.Topic}}, log: log},
+		{name: t.Topic + "." + t.Server, durable: cfg.durable(), autoDelete: cfg.AutoDelete, args: cfg.topicQueueArgs(),
+			binds: []bindingSpec{{topicX, t.Topic + "." + t.Server}}, log: log},
+		{name: fanoutQ, durable: cfg.fanoutQueueDurable(), autoDelete: false, args: cfg.fanoutQueueArgs(),
+			binds: []bindingSpec{{fanoutX, t.Topic}}, log: log},
 	}
 }
 
@@ -115,8 +147,10 @@ func (l *rpcListener) run(s *consumeSession) {
 	l.flushAcksLocked() // before the connection closes, or they go back to the queue
 	l.amu.Unlock()
 	if cur := l.c.session(); cur != nil {
-		if !cur.conn.IsClosed() {
-			// oslo deletes the fanout queue when the server stops.
+		if !cur.conn.IsClosed() && l.d.cfg.deleteFanoutOnClose() {
+			// oslo deletes the fanout queue when the server stops, unless
+			// it is the shared stream or has the queue manager's stable
+			// name (x-expires removes it then).
 			if _, err := cur.ch.QueueDelete(l.fanoutQ, false, false, false); err != nil {
 				l.c.log.Debug("fanout queue delete failed", "queue", l.fanoutQ, "err", err)
 			}
@@ -126,21 +160,39 @@ func (l *rpcListener) run(s *consumeSession) {
 }
 
 // handle queues a batch of requests for Receive, unacknowledged;
-// malformed requests are rejected without requeue.
+// malformed requests are rejected without requeue. A stream's messages
+// are admitted by its cursor first (see streamCursor).
 func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 	for _, dl := range batch {
+		off := int64(-1)
+		if s := h.spec.stream; s != nil {
+			if off = streamOffset(dl.Headers); off >= 0 && !s.admit(off) {
+				_ = h.ch.Ack(dl.DeliveryTag, false) // read again or handed over before
+				continue
+			}
+		}
 		m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 		var in *incomingRequest
 		if err == nil {
 			in, err = decodeRequest(m)
 		}
 		if err != nil {
-			_ = dl.Reject(false)
+			if s := h.spec.stream; s != nil {
+				// A stream refuses basic.reject (540 NOT_IMPLEMENTED,
+				// closing the channel): it is passed over instead.
+				if off >= 0 {
+					s.take(h.ch, off)
+				}
+				_ = h.ch.Ack(dl.DeliveryTag, false)
+			} else {
+				_ = dl.Reject(false)
+			}
 			l.c.log.Warn("malformed request dropped", "err", err, "routing_key", dl.RoutingKey)
 			continue
 		}
+		r := &rpcIncoming{l: l, in: in, h: h, tag: dl.DeliveryTag, off: off}
 		select {
-		case l.out <- &rpcIncoming{l: l, in: in, h: h, tag: dl.DeliveryTag}:
+		case l.out <- r:
 		case <-l.closeCh:
 			return
 		}
@@ -177,7 +229,15 @@ func (l *rpcListener) accept(r *rpcIncoming) bool {
 	if lc.ch.IsClosed() {
 		return false
 	}
-	if r.tag > lc.acked && r.tag > l.pending[lc] {
+	if s := r.h.spec.stream; s != nil {
+		// A stream's position is its cursor's, not the broker's: each
+		// message is acknowledged alone (credit for the next one, as
+		// kombu acknowledges), none waits for others handed over later.
+		if r.off >= 0 && !s.take(lc.ch, r.off) {
+			return false // its channel just closed: it comes again
+		}
+		_ = lc.ch.Ack(r.tag, false)
+	} else if r.tag > lc.acked && r.tag > l.pending[lc] {
 		l.pending[lc] = r.tag
 	}
 	dup := false
@@ -241,6 +301,7 @@ type rpcIncoming struct {
 	in  *incomingRequest
 	h   *consumerHandle // the consumer it came from
 	tag uint64          // its delivery tag on h's channel
+	off int64           // its stream offset (rabbit_stream_fanout), else -1
 }
 
 func (r *rpcIncoming) Request() *driver.Request     { return &r.in.req }

@@ -269,14 +269,7 @@ func (s *session) declareOnce(key string, decl func(ch *amqp.Channel) error) err
 	if s.isDeclared(key) { // declared while this one waited
 		return nil
 	}
-	if s.declCh == nil || s.declCh.IsClosed() {
-		ch, err := s.conn.Channel()
-		if err != nil {
-			return err
-		}
-		s.declCh = ch
-	}
-	if err := decl(s.declCh); err != nil {
+	if err := runDeclare(&s.declCh, s.conn.Channel, decl); err != nil {
 		return err
 	}
 	s.mu.Lock()

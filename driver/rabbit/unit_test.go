@@ -83,14 +83,14 @@ func TestOptions(t *testing.T) {
 	}
 	c, err = ParseConfig(map[string]string{
 		"amqp_durable_queues": "True", "rabbit_quorum_queue": "yes", "rabbit_quorum_delivery_limit": "5",
-		"rabbit_quroum_max_memory_length": "10", "rabbit_quroum_max_memory_bytes": "1024",
+		"rabbit_quorum_max_memory_length": "10", "rabbit_quorum_max_memory_bytes": "1024",
 		"rabbit_transient_queues_ttl": "60", "kombu_reconnect_delay": "0.5", "kombu_reconnect_timeout": "7",
-		"rabbit_use_ssl": "false", "heartbeat_timeout_threshold": "0",
+		"rabbit_use_ssl": "true", "heartbeat_timeout_threshold": "0",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.DurableQueues || !c.QuorumQueue || c.QuorumDelivery != 5 || c.TransientTTL != 60 || c.ReconnectDelay != 500*time.Millisecond || c.MissingConsumer != 7*time.Second {
+	if !c.DurableQueues || !c.QuorumQueue || c.QuorumDelivery != 5 || c.TransientTTL != 60 || c.ReconnectDelay != 500*time.Millisecond || c.MissingConsumer != 7*time.Second || c.SSL {
 		t.Fatalf("%+v", c)
 	}
 	if got := c.topicQueueArgs(); !reflect.DeepEqual(got, amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int32(5), "x-max-in-memory-length": int32(10), "x-max-in-memory-bytes": int32(1024)}) {
@@ -105,7 +105,13 @@ func TestOptions(t *testing.T) {
 	for _, bad := range []map[string]string{
 		{"no_such_option": "1"},
 		{"rabbit_ha_queues": "true", "rabbit_quorum_queue": "true"},
-		{"rabbit_transient_queues_ttl": "0"},
+		{"rabbit_transient_queues_ttl": "-1"},
+		{"rabbit_stream_fanout": "true", "rabbit_transient_quorum_queue": "true"},
+		{"rabbit_stream_fanout": "true", "rabbit_qos_prefetch_count": "10"},
+		{"rabbit_ha_queues": "true", "rabbit_transient_quorum_queue": "true"},
+		{"rpc_conn_pool_size": "1", "conn_pool_min_size": "2"},
+		{"kombu_reconnect_splay": "-1"},
+		{"rabbit_retry_interval": "0"},
 		{"kombu_failover_strategy": "random"},
 		{"rabbit_login_method": "CRAM"},
 		{"ssl": "maybe"},

@@ -3,6 +3,7 @@ package testrabbit
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,5 +58,27 @@ func TestWrapMakesAndDeletesVhost(t *testing.T) {
 	}
 	if os.Getenv(EnvURL) != "" {
 		t.Errorf("%s still set after the run", EnvURL)
+	}
+}
+
+// TestNewVhost: NewVhost's vhost exists while the test runs, is named after
+// the wrapped vhost, and is gone after the test.
+func TestNewVhost(t *testing.T) {
+	if os.Getenv(EnvURL) == "" {
+		t.Setenv(EnvURL, "rabbit://guest:guest@127.0.0.1:5672/"+prefix+"1_1")
+	}
+	var name string
+	t.Run("inner", func(t *testing.T) {
+		u := NewVhost(t, "kolla-qm")
+		name = strings.TrimPrefix(u[strings.LastIndex(u, "/"):], "/")
+		if name != Vhost()+"_kolla-qm" {
+			t.Errorf("vhost %q, want %q", name, Vhost()+"_kolla-qm")
+		}
+		if !slices.Contains(vhosts(t), name) {
+			t.Errorf("vhost %q does not exist while the test runs", name)
+		}
+	})
+	if slices.Contains(vhosts(t), name) {
+		t.Errorf("vhost %q left behind", name)
 	}
 }

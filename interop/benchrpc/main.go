@@ -34,7 +34,14 @@ type result struct {
 func main() {
 	in := flag.String("in", "docs/bench/rpc-results.jsonl", "results (JSON lines)")
 	out := flag.String("png", "docs/bench/rpc.png", "chart to write")
+	peers := flag.Bool("peers", false, "print the table of `make bench-peers` (interop/benchrpc/peers.sh) instead")
 	flag.Parse()
+	if *peers {
+		if err := peerTable(*in); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	f, err := os.Open(*in)
 	if err != nil {
 		log.Fatal(err)
