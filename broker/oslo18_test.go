@@ -14,19 +14,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oslogo/oslogo/internal/oslo18"
 )
 
-// oslo18Path is the oslo.messaging 18.1.0 peer (see
-// /work/shared/peers/README.md); OSLO18_SRC overrides it.
-func oslo18Path(t *testing.T) string {
-	p := os.Getenv("OSLO18_SRC")
-	if p == "" {
-		p = "/work/shared/peers/oslo.messaging-18.1.0"
+func mustEvalSymlinks(t *testing.T, p string) string {
+	t.Helper()
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(p, "oslo_messaging", "__init__.py")); err != nil {
-		t.Fatalf("oslo.messaging 18.1.0 peer: %v (set OSLO18_SRC)", err)
-	}
-	return p
+	return r
 }
 
 // TestOslo18KollaDefaults runs oslo.messaging 18.1.0 with kolla-ansible
@@ -36,7 +34,7 @@ func oslo18Path(t *testing.T) string {
 // cast and two fanout casts. Before stream queues the server failed at its
 // first fanout listener with 406 "invalid arg 'x-queue-type'".
 func TestOslo18KollaDefaults(t *testing.T) {
-	peer := oslo18Path(t)
+	peer := oslo18.Get(t)
 	s, _ := startBroker(t, func(o *Options) { o.DataDir = t.TempDir() })
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "oslo.conf")
@@ -56,9 +54,9 @@ lock_path = %s
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "oslo18_stream.py", conf)
+	cmd := exec.CommandContext(ctx, peer.Python, "oslo18_stream.py", conf)
 	cmd.Dir = pyDir(t)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+peer)
+	cmd.Env = peer.Env
 	// use_queue_manager reads /proc/<process group>/stat: a group of its
 	// own, whose leader cannot have exited before it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -77,7 +75,7 @@ lock_path = %s
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
 		t.Fatalf("output %q: %v", out, err)
 	}
-	if !strings.HasPrefix(res.File, peer) {
+	if got, _ := filepath.EvalSymlinks(res.File); got != mustEvalSymlinks(t, peer.Package) {
 		t.Fatalf("ran oslo.messaging from %s, not the 18.1.0 peer", res.File)
 	}
 	// The queues it declared have the types kolla's defaults ask for.
