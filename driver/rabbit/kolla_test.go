@@ -80,16 +80,35 @@ func TestKollaConformance(t *testing.T) {
 	})
 }
 
-// TestStreamFanoutSurvivesReconnects: two servers read the fanout stream of
-// a topic; their connections are closed by the broker (rabbitmqctl
+// TestStreamFanoutSurvivesReconnects: two servers (eight receivers each)
+// read the fanout stream of a topic; their connections are closed by the broker (rabbitmqctl
 // close_connection) three times while 1,000 fanout casts are sent. Each
 // server gets each cast exactly once: the reconnected consumer resumes at
 // the offset after the last message it handed over (x-stream-offset), so
 // it misses none and sees none twice.
+//
+// On the embedded broker the servers' connections are cut by a proxy.
 func TestStreamFanoutSurvivesReconnects(t *testing.T) {
-	env := newKollaEnv(t, "kolla_stream")
+	t.Run("rabbitmq", func(t *testing.T) {
+		env := newKollaEnv(t, "kolla_stream")
+		topic := uniqueTopic(t)
+		streamFanoutSurvives(t, env, env, topic, 400*time.Millisecond, func() int { return closeConnectionsNamed(t, "rpc-"+topic) })
+	})
+	t.Run("embedded", func(t *testing.T) {
+		addr := startEmbeddedBroker(t, nil)
+		p := newCutProxy(t, addr)
+		lock := t.TempDir()
+		srvEnv := kollaEnv{url: "rabbit://guest:guest@" + p.addr() + "/", lock: lock}
+		cliEnv := kollaEnv{url: "rabbit://guest:guest@" + addr + "/", lock: lock}
+		streamFanoutSurvives(t, srvEnv, cliEnv, uniqueTopic(t), 1500*time.Millisecond, p.cut)
+	})
+}
+
+// streamFanoutSurvives runs two servers on srvEnv and 1,000 fanout casts
+// from cliEnv, calling cut three times (every pause) while the casts go
+// out; each server must get each cast once.
+func streamFanoutSurvives(t *testing.T, srvEnv, cliEnv kollaEnv, topic string, pause time.Duration, cut func() int) {
 	fast := map[string]string{"rabbit_retry_interval": "1", "kombu_reconnect_delay": "0"}
-	topic := uniqueTopic(t)
 	ctx := ctxT(t, 120*time.Second)
 	const casts, cuts = 1000, 3
 
@@ -101,27 +120,31 @@ func TestStreamFanoutSurvivesReconnects(t *testing.T) {
 	servers := []string{"s1", "s2"}
 	got := map[string]*counts{}
 	for _, name := range servers {
-		srv := env.open(t, fast)
+		srv := srvEnv.open(t, fast)
 		l, err := srv.Listen(ctx, driver.Target{Exchange: "openstack", Topic: topic, Server: name})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := &counts{seen: map[int]int{}}
 		got[name] = c
-		serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
-			var args struct{ I int }
-			if err := json.Unmarshal(r.Request().Args, &args); err != nil {
-				t.Errorf("args %s: %v", r.Request().Args, err)
-			}
-			c.mu.Lock()
-			c.seen[args.I]++
-			c.n++
-			c.mu.Unlock()
-			return nil
-		})
+		// Eight receivers, as a messaging server's workers: requests are
+		// handed over out of order.
+		for range 8 {
+			serve(t, l, func(r driver.IncomingRequest) *driver.Reply {
+				var args struct{ I int }
+				if err := json.Unmarshal(r.Request().Args, &args); err != nil {
+					t.Errorf("args %s: %v", r.Request().Args, err)
+				}
+				c.mu.Lock()
+				c.seen[args.I]++
+				c.n++
+				c.mu.Unlock()
+				return nil
+			})
+		}
 		t.Cleanup(func() { _ = l.Close() })
 	}
-	cli := env.open(t, nil)
+	cli := cliEnv.open(t, nil)
 	start := time.Now()
 	cutDone := make(chan int, 1)
 	cutting := make(chan struct{})
@@ -129,8 +152,8 @@ func TestStreamFanoutSurvivesReconnects(t *testing.T) {
 		defer close(cutting)
 		n := 0
 		for i := 0; i < cuts; i++ {
-			time.Sleep(400 * time.Millisecond)
-			n += closeConnectionsNamed(t, "rpc-"+topic)
+			time.Sleep(pause)
+			n += cut()
 			t.Logf("cut %d at %v", i, time.Since(start))
 		}
 		cutDone <- n

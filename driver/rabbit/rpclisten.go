@@ -160,29 +160,37 @@ func (l *rpcListener) run(s *consumeSession) {
 }
 
 // handle queues a batch of requests for Receive, unacknowledged;
-// malformed requests are rejected without requeue.
+// malformed requests are rejected without requeue. A stream's messages
+// are admitted by its cursor first (see streamCursor).
 func (l *rpcListener) handle(h *consumerHandle, batch []amqp.Delivery) {
 	for _, dl := range batch {
+		off := int64(-1)
+		if s := h.spec.stream; s != nil {
+			if off = streamOffset(dl.Headers); off >= 0 && !s.admit(off) {
+				_ = h.ch.Ack(dl.DeliveryTag, false) // read again or handed over before
+				continue
+			}
+		}
 		m, err := decodeBody(dl.ContentType, dl.Headers, dl.Body)
 		var in *incomingRequest
 		if err == nil {
 			in, err = decodeRequest(m)
 		}
 		if err != nil {
-			if h.spec.stream != nil {
+			if s := h.spec.stream; s != nil {
 				// A stream refuses basic.reject (540 NOT_IMPLEMENTED,
-				// closing the channel): skip it.
-				l.skipStream(h, dl)
+				// closing the channel): it is passed over instead.
+				if off >= 0 {
+					s.take(h.ch, off)
+				}
+				_ = h.ch.Ack(dl.DeliveryTag, false)
 			} else {
 				_ = dl.Reject(false)
 			}
 			l.c.log.Warn("malformed request dropped", "err", err, "routing_key", dl.RoutingKey)
 			continue
 		}
-		r := &rpcIncoming{l: l, in: in, h: h, tag: dl.DeliveryTag}
-		if h.spec.stream != nil {
-			r.off = streamOffset(dl.Headers)
-		}
+		r := &rpcIncoming{l: l, in: in, h: h, tag: dl.DeliveryTag, off: off}
 		select {
 		case l.out <- r:
 		case <-l.closeCh:
@@ -221,13 +229,19 @@ func (l *rpcListener) accept(r *rpcIncoming) bool {
 	if lc.ch.IsClosed() {
 		return false
 	}
-	if r.tag > lc.acked && r.tag > l.pending[lc] {
+	if s := r.h.spec.stream; s != nil {
+		// A stream's position is its cursor's, not the broker's: each
+		// message is acknowledged alone (credit for the next one, as
+		// kombu acknowledges), none waits for others handed over later.
+		if r.off >= 0 && !s.take(lc.ch, r.off) {
+			return false // its channel just closed: it comes again
+		}
+		_ = lc.ch.Ack(r.tag, false)
+	} else if r.tag > lc.acked && r.tag > l.pending[lc] {
 		l.pending[lc] = r.tag
 	}
 	dup := false
-	if s := r.h.spec.stream; s != nil && r.off >= 0 && !s.take(lc.ch, r.off) {
-		dup = true // handed over already (or its channel just closed)
-	} else if uid := r.in.uniqueID; uid != "" {
+	if uid := r.in.uniqueID; uid != "" {
 		if dup = l.dedup.seen(uid); dup {
 			l.c.log.Info("duplicate message dropped", "unique_id", uid)
 		} else {
@@ -238,20 +252,6 @@ func (l *rpcListener) accept(r *rpcIncoming) bool {
 		l.flushAcksLocked()
 	}
 	return !dup
-}
-
-// skipStream passes over an undecodable message of a stream: it counts
-// as handed over (acknowledged with the next ones, the stream read past
-// it after a reconnect).
-func (l *rpcListener) skipStream(h *consumerHandle, dl amqp.Delivery) {
-	l.amu.Lock()
-	defer l.amu.Unlock()
-	if off := streamOffset(dl.Headers); off >= 0 {
-		h.spec.stream.take(h.lc.ch, off)
-	}
-	if dl.DeliveryTag > h.lc.acked && dl.DeliveryTag > l.pending[h.lc] {
-		l.pending[h.lc] = dl.DeliveryTag
-	}
 }
 
 // isClosing reports whether Close was called: from then on each request
@@ -301,7 +301,7 @@ type rpcIncoming struct {
 	in  *incomingRequest
 	h   *consumerHandle // the consumer it came from
 	tag uint64          // its delivery tag on h's channel
-	off int64           // its stream offset (rabbit_stream_fanout), else unused
+	off int64           // its stream offset (rabbit_stream_fanout), else -1
 }
 
 func (r *rpcIncoming) Request() *driver.Request     { return &r.in.req }
