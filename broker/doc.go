@@ -2,7 +2,8 @@
 // RabbitMQ model (exchanges, bindings, queues) and the RabbitMQ extensions
 // clients rely on (publisher confirms, basic.nack, consumer cancel notify,
 // exchange-to-exchange bindings, per-consumer qos, connection.blocked,
-// dead-lettering, TTLs, priorities, quorum-queue delivery limits).
+// dead-lettering, TTLs, priorities, quorum-queue delivery limits, stream
+// queues over AMQP 0-9-1 with x-stream-offset).
 //
 // It embeds like nats-server: New validates Options and does no I/O, Start
 // listens and returns at once, ReadyForConnections waits until clients can

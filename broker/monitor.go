@@ -449,10 +449,13 @@ func (q *queue) info(node string, details bool) QueueInfo {
 		qi.OwnerPidDetails = &ref
 	}
 	q.mu.Lock()
-	qi.MessagesReady = q.countLocked()
+	qi.MessagesReady = q.readyCount
 	qi.MessagesUnacknowledged = q.unacked
 	qi.MessageBytesReady = q.readyBytes
 	qi.Consumers = len(q.consumers)
+	if q.stream != nil {
+		qi.MessagesReady = q.countLocked()
+	}
 	consumers := append([]*consumer(nil), q.consumers...)
 	qi.Memory = queueOverhead + q.readyBytes + int64(q.readyCount)*entryOverhead
 	sac := q.sac

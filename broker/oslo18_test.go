@@ -1,11 +1,17 @@
+//go:build linux
+
 package broker
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,7 +54,20 @@ lock_path = %s
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, 150*time.Second, pyDir(t), []string{"PYTHONPATH=" + peer}, python, "oslo18_stream.py", conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "oslo18_stream.py", conf)
+	cmd.Dir = pyDir(t)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+peer)
+	// use_queue_manager reads /proc/<process group>/stat: a group of its
+	// own, whose leader cannot have exited before it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("oslo18_stream.py: %v\n%s", err, buf.String())
+	}
+	out := buf.String()
 	line := out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]
 	var res struct {
 		File   string   `json:"oslo_messaging"`

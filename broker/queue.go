@@ -49,6 +49,8 @@ type queue struct {
 	autoDelete bool
 	owner      *conn
 	args       amqp091.Table
+	// stream is the log of a stream queue (stream.go); nil for others.
+	stream *streamLog
 
 	quorum        bool
 	maxLen        int64
@@ -62,8 +64,6 @@ type queue struct {
 	maxPriority   int
 	sac           bool
 	deliveryLimit int64
-	// stream is the log of a stream queue (stream.go); nil for others.
-	stream *streamLog
 
 	mu         sync.Mutex
 	ready      []ring[qentry] // one per priority level
@@ -88,6 +88,8 @@ type queue struct {
 }
 
 type consumer struct {
+	// soff is a stream consumer's next offset, guarded by q.mu.
+	soff      int64
 	tag       string
 	ch        *channel
 	q         *queue
@@ -95,8 +97,6 @@ type consumer struct {
 	exclusive bool
 	prefetch  int
 	priority  int64 // x-priority: higher receives first while it has capacity
-	// soff is a stream consumer's next offset, guarded by q.mu.
-	soff int64
 	// unacked is guarded by ch.mu.
 	unacked int
 }
@@ -305,16 +305,14 @@ func (q *queue) forgetLocked(e qentry) {
 // publish enqueues m. It reports whether the queue accepted the message
 // (reject-publish overflow refuses) and whether it was written to the store.
 func (q *queue) publish(m *message, now int64, via *conn) (accepted, stored bool) {
+	if q.stream != nil {
+		return q.streamPublish(m, via), false
+	}
 	var dls []deadLetter
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
 		return true, false
-	}
-	if q.stream != nil {
-		ok := q.streamAppendLocked(m, via)
-		q.mu.Unlock()
-		return ok, false
 	}
 	if q.full(m) {
 		switch q.overflow {

@@ -107,6 +107,16 @@ func (vh *vhost) openStream(q *queue) *amqpError {
 	return nil
 }
 
+// streamPublish appends m to a stream queue (publish's stream branch).
+func (q *queue) streamPublish(m *message, via *conn) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.deleted {
+		return true
+	}
+	return q.streamAppendLocked(m, via)
+}
+
 // streamAppendLocked appends m to the log and delivers it to consumers
 // waiting at the end. It reports false when the log cannot write (the
 // publish is nacked in confirm mode).

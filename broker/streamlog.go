@@ -40,6 +40,11 @@ type streamLog struct {
 	// failed is set when a write failed; the segment is rolled over on the
 	// next append so a half-written record is never followed by another.
 	failed bool
+	// Only the segment being written keeps its file open for writing;
+	// older ones are read through one cached read-only handle, so a
+	// stream holds at most two descriptors however many segments it has.
+	rseg *streamSeg
+	rf   *os.File
 }
 
 type streamSeg struct {
@@ -47,8 +52,8 @@ type streamSeg struct {
 	idx   []streamIdx
 	size  int64
 	path  string
-	f     *os.File
-	data  []byte // memory mode
+	f     *os.File // the segment being written
+	data  []byte   // memory mode
 }
 
 type streamIdx struct {
@@ -104,8 +109,8 @@ func openStreamLog(srv *Server, dir string, segMax, maxBytes, maxAge int64) (*st
 		firsts = append(firsts, v)
 	}
 	sort.Slice(firsts, func(i, j int) bool { return firsts[i] < firsts[j] })
-	for _, first := range firsts {
-		s, err := l.recoverSeg(first)
+	for i, first := range firsts {
+		s, err := l.recoverSeg(first, i == len(firsts)-1)
 		if err != nil {
 			l.close()
 			return nil, err
@@ -126,7 +131,7 @@ func (l *streamLog) segPath(first int64) string {
 	return filepath.Join(l.dir, fmt.Sprintf("%020d.seg", first))
 }
 
-func (l *streamLog) recoverSeg(first int64) (*streamSeg, error) {
+func (l *streamLog) recoverSeg(first int64, last bool) (*streamSeg, error) {
 	path := l.segPath(first)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -155,7 +160,10 @@ func (l *streamLog) recoverSeg(first int64) (*streamSeg, error) {
 		}
 	}
 	s.size = int64(off)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0o640)
+	if !last {
+		return s, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, err
 	}
@@ -167,15 +175,18 @@ func (l *streamLog) recoverSeg(first int64) (*streamSeg, error) {
 func (l *streamLog) addSeg() error {
 	s := &streamSeg{first: l.next}
 	if l.dir != "" {
-		if n := len(l.segs); n > 0 && l.segs[n-1].f != nil {
-			_ = l.segs[n-1].f.Sync()
-		}
 		s.path = l.segPath(s.first)
-		f, err := os.OpenFile(s.path, os.O_CREATE|os.O_TRUNC|os.O_RDWR|os.O_APPEND, 0o640)
+		f, err := os.OpenFile(s.path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return err
 		}
 		s.f = f
+		if n := len(l.segs); n > 0 && l.segs[n-1].f != nil {
+			prev := l.segs[n-1]
+			_ = prev.f.Sync()
+			_ = prev.f.Close()
+			prev.f = nil
+		}
 	}
 	l.segs = append(l.segs, s)
 	return nil
@@ -229,7 +240,10 @@ func (l *streamLog) appendMsg(m *message, now int64) (int64, error) {
 	i += 4 + copy(p[i+4:], m.props)
 	copy(p[i:], m.body)
 	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(p, crcTable))
-	if cur.f != nil {
+	if l.dir != "" {
+		if cur.f == nil {
+			return 0, errStreamClosed
+		}
 		if _, err := cur.f.Write(b); err != nil {
 			l.failed = true
 			return 0, err
@@ -264,13 +278,17 @@ func (l *streamLog) retain(now int64) {
 
 func (l *streamLog) dropSeg(s *streamSeg, remove bool) {
 	l.bytes -= s.size
+	if l.rseg == s {
+		_ = l.rf.Close()
+		l.rseg, l.rf = nil, nil
+	}
 	if s.f != nil {
 		_ = s.f.Close()
 		s.f = nil
-		if remove {
-			if err := os.Remove(s.path); err != nil {
-				l.srv.log.Warn("cannot remove stream segment", "file", s.path, "err", err)
-			}
+	}
+	if remove && l.dir != "" {
+		if err := os.Remove(s.path); err != nil {
+			l.srv.log.Warn("cannot remove stream segment", "file", s.path, "err", err)
 		}
 	}
 	if s.data != nil {
@@ -307,9 +325,19 @@ func (l *streamLog) read(s *streamSeg, i int) (*message, int64, error) {
 		end = s.idx[i+1].pos
 	}
 	var b []byte
-	if s.f != nil {
+	if l.dir != "" {
+		if l.rseg != s {
+			f, err := os.Open(s.path)
+			if err != nil {
+				return nil, 0, err
+			}
+			if l.rf != nil {
+				_ = l.rf.Close()
+			}
+			l.rseg, l.rf = s, f
+		}
 		b = make([]byte, end-start)
-		if _, err := s.f.ReadAt(b, start); err != nil {
+		if _, err := l.rf.ReadAt(b, start); err != nil {
 			return nil, 0, err
 		}
 	} else {

@@ -158,12 +158,12 @@ func (vh *vhost) newQueue(s queueSpec, owner *conn) (*queue, *amqpError) {
 		}
 		q.sac = b
 	}
-	q.ready = make([]ring[qentry], q.maxPriority+1)
 	if qtype == "stream" {
 		if err := vh.openStream(q); err != nil {
 			return nil, err
 		}
 	}
+	q.ready = make([]ring[qentry], q.maxPriority+1)
 	return q, nil
 }
 
