@@ -231,6 +231,18 @@ func peer18Scenario(t *testing.T, peer oslo18.Peer, url, conf string) {
 			got[tag] = append(got[tag], name)
 		}
 	}
+	// Then half a second more on each server for a duplicate.
+	for name, p := range servers {
+		for {
+			m, ok := nextOrTimeout(p, 500*time.Millisecond)
+			if !ok {
+				break
+			}
+			c, _ := m["cast"].(map[string]any)
+			tag, _ := c["tag"].(string)
+			got[tag] = append(got[tag], name)
+		}
+	}
 	slices.Sort(got["fanout-1"])
 	if !slices.Equal(got["fanout-1"], []string{"s1", "s2"}) {
 		t.Errorf("fanout cast reached %v, want s1 and s2 once each", got["fanout-1"])
