@@ -744,13 +744,18 @@ func writeAMQPError(w http.ResponseWriter, err error) {
 // readBody decodes a JSON object, keeping integers as int64 (AMQP longs)
 // as RabbitMQ does; it answers 400 not_json itself.
 func (m *mgmtRequest) readBody(s *Server, into any) bool {
-	limit := int64(s.opts.MaxMessageSize)*2 + 1<<20
-	body := http.MaxBytesReader(m.w, m.r.Body, limit)
-	dec := json.NewDecoder(body)
+	return m.decodeJSON(int64(s.opts.MaxMessageSize)*2+1<<20, "not_json", into)
+}
+
+// decodeJSON decodes a body of at most limit bytes into into, numbers as
+// json.Number; a body that is not JSON gets 400 with notJSON as its
+// reason, one that does not fit into gets 400 with the decoder's error.
+func (m *mgmtRequest) decodeJSON(limit int64, notJSON string, into any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(m.w, m.r.Body, limit))
 	dec.UseNumber()
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
-		writeError(m.w, http.StatusBadRequest, "bad_request", "not_json")
+		writeError(m.w, http.StatusBadRequest, "bad_request", notJSON)
 		return false
 	}
 	d2 := json.NewDecoder(bytes.NewReader(raw))

@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 )
@@ -37,21 +35,7 @@ func (a *mgmtAPI) exportVHostDefinitions(m *mgmtRequest) {
 // readDefinitions decodes a definitions body; RabbitMQ answers
 // "failed_to_parse_json" for one that is not JSON.
 func (m *mgmtRequest) readDefinitions(s *Server, into any) bool {
-	limit := int64(s.opts.MaxMessageSize)*2 + 64<<20
-	dec := json.NewDecoder(http.MaxBytesReader(m.w, m.r.Body, limit))
-	dec.UseNumber()
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		writeError(m.w, http.StatusBadRequest, "bad_request", "failed_to_parse_json")
-		return false
-	}
-	d2 := json.NewDecoder(bytes.NewReader(raw))
-	d2.UseNumber()
-	if err := d2.Decode(into); err != nil {
-		writeError(m.w, http.StatusBadRequest, "bad_request", err.Error())
-		return false
-	}
-	return true
+	return m.decodeJSON(int64(s.opts.MaxMessageSize)*2+64<<20, "failed_to_parse_json", into)
 }
 
 func (a *mgmtAPI) importDefinitions(m *mgmtRequest) {
