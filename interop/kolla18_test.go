@@ -3,7 +3,6 @@ package interop
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -24,7 +23,9 @@ import (
 // The kolla configuration against the Python oslo.messaging 18.1.0 peer
 // (interop/python18, configuration "kolla-qm": quorum queues, transient
 // quorum queues, stream fanout, prefetch 10, queue manager) on RabbitMQ
-// 3.10, each test in a vhost of its own.
+// 3.10, each test in a vhost of its own. TestKolla18Interop
+// (kolla18interop_test.go) runs Go against Python in all three
+// configurations on RabbitMQ and on the embedded broker.
 
 // kolla18Options is [oslo_messaging_rabbit] of the Go side, as the peer's
 // kolla-qm configuration (interop/python18/common.py).
@@ -87,132 +88,16 @@ func startPy18(t *testing.T, wantReady bool, script string, args ...string) *pyP
 	return p
 }
 
-// TestKolla18GoCallsPython: a Go client in the kolla configuration calls
-// two Python 18.1 servers in the same configuration (round robin, one by
-// name, an exception) and fans 20 casts out to them: each server gets each
-// fanout cast once, from the shared T_fanout stream.
-func TestKolla18GoCallsPython(t *testing.T) {
-	u := testrabbit.NewVhost(t, "k18_gopy")
-	topic := uniqueTopic("k18gp")
-	servers := map[string]*pyProc{}
-	for _, s := range []string{"s1", "s2"} {
-		servers[s] = startPy18(t, true, "server.py", u, "kolla-qm", topic, s)
-	}
-	tr := openKolla18(t, u, "gocli")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cli := messaging.NewRPCClient(tr, messaging.Target{Topic: topic}, messaging.WithTimeout(30*time.Second))
-	res, err := cli.Call(ctx, "add", map[string]any{"a": 2, "b": 3})
-	if err != nil || (string(res) != "5" && string(res) != "5.0") {
-		t.Fatalf("add = %s, %v", res, err)
-	}
-	seen := map[string]bool{}
-	for range 6 {
-		res, err := cli.Call(ctx, "whoami", map[string]any{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[string(res)] = true
-	}
-	if !seen[`"s1"`] || !seen[`"s2"`] {
-		t.Errorf("round robin reached %v", seen)
-	}
-	if res, err := cli.Prepare(messaging.WithServer("s2")).Call(ctx, "whoami", map[string]any{}); err != nil || string(res) != `"s2"` {
-		t.Errorf("whoami on s2 = %s, %v", res, err)
-	}
-	_, err = cli.Call(ctx, "fail", map[string]any{"msg": "kolla"})
-	var re *messaging.RemoteError
-	if !errors.As(err, &re) || re.Class != "ValueError" || !strings.Contains(re.Message, "kolla") {
-		t.Errorf("fail: %v", err)
-	}
-	const fanouts = 20
-	fan := cli.Prepare(messaging.WithFanout(true))
-	for i := range fanouts {
-		if err := fan.Cast(ctx, "record", map[string]any{"tag": fmt.Sprintf("f%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, p := range servers {
-		got := map[string]int{}
-		for len(got) < fanouts {
-			m := p.next(t, 30*time.Second)
-			c, _ := m["cast"].(map[string]any)
-			tag, _ := c["tag"].(string)
-			got[tag]++
-		}
-		// Nothing more may come.
-		select {
-		case m := <-p.lines:
-			t.Errorf("%s: extra line %v", name, m)
-		case <-time.After(time.Second):
-		}
-		for tag, n := range got {
-			if n != 1 {
-				t.Errorf("%s got %s %d times", name, tag, n)
-			}
-		}
-	}
-}
-
-// TestKolla18PythonCallsGo: the Python 18.1 client in the kolla
-// configuration calls two Go servers in the same configuration, and fans a
-// cast out to them.
-func TestKolla18PythonCallsGo(t *testing.T) {
-	u := testrabbit.NewVhost(t, "k18_pygo")
-	topic := uniqueTopic("k18pg")
-	casts := make(chan castRecord, 16)
-	startKollaGoServer(t, u, topic, "s1", casts)
-	startKollaGoServer(t, u, topic, "s2", casts)
-	ops := `[{"op": "call", "method": "add", "args": {"a": 2, "b": 3}},
-		{"op": "call", "method": "whoami", "server": "s1"},
-		{"op": "call", "method": "whoami", "server": "s2"},
-		{"op": "call", "method": "fail", "args": {"msg": "kolla"}},
-		{"op": "cast", "method": "record", "args": {"tag": "fan"}, "fanout": true},
-		{"op": "cast", "method": "record", "args": {"tag": "one"}}]`
-	p := startPy18(t, false, "client.py", u, "kolla-qm", topic, ops)
-	m := p.next(t, 180*time.Second)
-	b, _ := json.Marshal(m["results"])
-	var res []outcome
-	if err := json.Unmarshal(b, &res); err != nil || len(res) != 6 {
-		t.Fatalf("results %s: %v", b, err)
-	}
-	if v := string(res[0].Value); !res[0].OK || (v != "5" && v != "5.0") {
-		t.Errorf("add: %+v %s", res[0].Error, v)
-	}
-	if string(res[1].Value) != `"s1"` || string(res[2].Value) != `"s2"` {
-		t.Errorf("whoami: %s %s (%+v %+v)", res[1].Value, res[2].Value, res[1].Error, res[2].Error)
-	}
-	if res[3].OK || res[3].Error.Type != "ValueError" || !strings.Contains(res[3].Error.Str, "kolla") {
-		t.Errorf("fail: %+v", res[3].Error)
-	}
-	if !res[4].OK || !res[5].OK {
-		t.Errorf("casts: %+v %+v", res[4].Error, res[5].Error)
-	}
-	got := map[string][]string{}
-	deadline := time.After(30 * time.Second)
-	for len(got["fan"]) < 2 || len(got["one"]) < 1 {
-		select {
-		case c := <-casts:
-			got[c.tag] = append(got[c.tag], c.server)
-		case <-deadline:
-			t.Fatalf("casts received: %v", got)
-		}
-	}
-	select {
-	case c := <-casts:
-		t.Errorf("extra cast %+v", c)
-	case <-time.After(time.Second):
-	}
-	slices.Sort(got["fan"])
-	if !slices.Equal(got["fan"], []string{"s1", "s2"}) {
-		t.Errorf("fanout reached %v", got["fan"])
-	}
-}
-
 // startKollaGoServer is startGoServer on the kolla configuration.
 func startKollaGoServer(t *testing.T, u, topic, server string, casts chan<- castRecord) {
 	t.Helper()
-	tr := openKolla18(t, u, "goserver-"+server)
+	startGo18Server(t, openKolla18(t, u, "goserver-"+server), topic, server, casts)
+}
+
+// startGo18Server is startGoServer on tr: add, whoami, fail (a remote
+// ValueError) and record (casts, sent to casts).
+func startGo18Server(t *testing.T, tr *messaging.Transport, topic, server string, casts chan<- castRecord) {
+	t.Helper()
 	def := messaging.NewEndpoint(messaging.Target{})
 	def.HandleRaw("add", func(ctx context.Context, args json.RawMessage) (any, error) {
 		var a struct{ A, B float64 }

@@ -87,7 +87,11 @@ func TestKollaConformance(t *testing.T) {
 // the offset after the last message it handed over (x-stream-offset), so
 // it misses none and sees none twice.
 //
-// On the embedded broker the servers' connections are cut by a proxy.
+// On the embedded broker the broker closes them too ("embedded":
+// Server.CloseConnection, the method behind DELETE
+// /api/connections/{name}), and, in "embedded-socket", a proxy drops their
+// TCP connections without a connection.close (a failing network: the
+// client learns of it from the read error, not from the broker).
 func TestStreamFanoutSurvivesReconnects(t *testing.T) {
 	t.Run("rabbitmq", func(t *testing.T) {
 		env := newKollaEnv(t, "kolla_stream")
@@ -95,6 +99,12 @@ func TestStreamFanoutSurvivesReconnects(t *testing.T) {
 		streamFanoutSurvives(t, env, env, topic, 400*time.Millisecond, func() int { return closeConnectionsNamed(t, "rpc-"+topic) })
 	})
 	t.Run("embedded", func(t *testing.T) {
+		b := startEmbeddedServer(t)
+		env := kollaEnv{url: "rabbit://guest:guest@" + b.Addr().String() + "/", lock: t.TempDir()}
+		topic := uniqueTopic(t)
+		streamFanoutSurvives(t, env, env, topic, 1500*time.Millisecond, func() int { return closeEmbeddedConnectionsNamed(t, b, "rpc-"+topic) })
+	})
+	t.Run("embedded-socket", func(t *testing.T) {
 		addr := startEmbeddedBroker(t, nil)
 		p := newCutProxy(t, addr)
 		lock := t.TempDir()
