@@ -227,3 +227,28 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("declare outside configure permission: %v", err)
 	}
 }
+
+// consumeN consumes n messages of queue on ch (consumer tag "c", prefetch
+// 1), acking each, and cancels the consumer before it acks the n-th: the
+// prefetch holds the next message back, so exactly n are delivered.
+func consumeN(t testing.TB, ch *amqp.Channel, queue string, n int) {
+	t.Helper()
+	if err := ch.Qos(1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	d, err := ch.Consume(queue, "c", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := recv(t, d)
+		if i == n-1 {
+			if err := ch.Cancel("c", false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -119,15 +119,7 @@ func TestOslozRealClients(t *testing.T) {
 
 	// A topic queue nobody consumes, and a reply queue whose caller is gone
 	// with a reply waiting in it.
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openCh(t, dial(t, amqpURL))
 	if _, err := ch.QueueDeclare("orphan", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -255,15 +247,7 @@ func TestOslozHandler(t *testing.T) {
 	s, amqpURL, _ := startMgmt(t)
 	for _, vh := range []string{"/", "other"} {
 		u := strings.TrimSuffix(amqpURL, "/") + "/" + strings.ReplaceAll(vh, "/", "%2F")
-		conn, err := amqp.Dial(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch := openCh(t, dial(t, u))
 		if err := ch.ExchangeDeclare("openstack", "topic", false, false, false, false, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -324,15 +308,7 @@ func TestOslozHandler(t *testing.T) {
 // are dropped, so the sampler holds at most the live queues.
 func TestOslozRatesBounded(t *testing.T) {
 	s, amqpURL, _ := startMgmt(t)
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openCh(t, dial(t, amqpURL))
 	for i := range 20 {
 		name := "reply_q" + string(rune('a'+i))
 		if _, err := ch.QueueDeclare(name, false, false, false, false, nil); err != nil {

@@ -192,15 +192,7 @@ func (v queuePolicyView) String() string {
 // existing queues at once.
 func TestPolicyMatching(t *testing.T) {
 	s, amqpURL, base := startPolicyBroker(t, nil)
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openCh(t, dial(t, amqpURL))
 	declare := func(name string) {
 		if _, err := ch.QueueDeclare(name, false, false, false, false, nil); err != nil {
 			t.Fatal(err)
@@ -269,15 +261,7 @@ func TestPolicyMatching(t *testing.T) {
 // 3.10's classic queues do; clearing it does not bring messages back.
 func TestPolicyShortensExistingQueue(t *testing.T) {
 	s, amqpURL, _ := startPolicyBroker(t, nil)
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openCh(t, dial(t, amqpURL))
 	if _, err := ch.QueueDeclare("dlq", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -361,15 +345,8 @@ func TestResolvePolicy(t *testing.T) {
 // only read under the queue's lock.
 func TestPolicyChurnUnderTraffic(t *testing.T) {
 	s, amqpURL, _ := startPolicyBroker(t, nil)
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	setup, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, amqpURL)
+	setup := openCh(t, conn)
 	for _, q := range []string{"churn.a", "churn.b", "churn.dl"} {
 		if _, err := setup.QueueDeclare(q, false, false, false, false, nil); err != nil {
 			t.Fatal(err)

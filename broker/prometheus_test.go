@@ -112,24 +112,7 @@ func TestPrometheusMetrics(t *testing.T) {
 	}
 	cc := dial(t, amqpURL)
 	cch := openCh(t, cc)
-	if err := cch.Qos(1, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	d, err := cch.Consume("pm", "c", false, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		m := recv(t, d)
-		if i == 99 {
-			if err := cch.Cancel("c", false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := m.Ack(false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	consumeN(t, cch, "pm", 100)
 	// The ack is asynchronous: a synchronous method after it on the same
 	// connection is processed after it.
 	if _, err := cch.QueueDeclarePassive("pm", false, false, false, false, nil); err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oslogo/oslogo/internal/testrabbit"
+
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -39,7 +41,7 @@ func (a adminTarget) call(t *testing.T, method, path, body string, want ...int) 
 // definitions between the two in both directions.
 func TestAdministrationMatchesRabbitMQ(t *testing.T) {
 	node := startRabbitNode(t)
-	rabbit := adminTarget{name: "rabbitmq", amqp: node.AMQP, api: node.API}
+	rabbit := adminTarget{name: "rabbitmq", amqp: node.AMQPURL, api: node.APIURL}
 	s, amqpURL, _ := startPolicyBroker(t, func(o *Options) { o.LoopbackUsers = nil })
 	hs := httptest.NewServer(s.ManagementHandler())
 	t.Cleanup(hs.Close)
@@ -414,8 +416,8 @@ func checkDefinitionsLoaded(t *testing.T, a adminTarget, vh, prefix, sha512Passw
 
 // definitionsFromRabbitMQ: RabbitMQ's export (hashes computed by the node)
 // loads into the embedded broker.
-func definitionsFromRabbitMQ(t *testing.T, node *rabbitNode, rabbit, ours adminTarget, s *Server) {
-	h := node.eval(`base64:encode(rabbit_password:hash(rabbit_password_hashing_sha512, <<"r512pw">>)).`)
+func definitionsFromRabbitMQ(t *testing.T, node *testrabbit.Node, rabbit, ours adminTarget, s *Server) {
+	h := rabbitEval(t, node, `base64:encode(rabbit_password:hash(rabbit_password_hashing_sha512, <<"r512pw">>)).`)
 	h = strings.TrimSuffix(strings.TrimPrefix(h, `<<"`), `">>`)
 	setupDefinitionsSource(t, rabbit, "fromrmq", "r", h)
 	export := rabbit.call(t, "GET", "/api/definitions", "", 200)

@@ -64,26 +64,7 @@ func statsTraffic(t *testing.T, amqpURL string) *amqp.Connection {
 	}
 	cc := dial(t, amqpURL)
 	cch := openCh(t, cc)
-	// Prefetch 1: the 100th message is held until the consumer is
-	// cancelled, so exactly 100 are delivered.
-	if err := cch.Qos(1, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	d, err := cch.Consume("st", "c", false, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		m := recv(t, d)
-		if i == 99 {
-			if err := cch.Cancel("c", false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := m.Ack(false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	consumeN(t, cch, "st", 100)
 	gch := openCh(t, cc)
 	m, ok, err := gch.Get("st", false)
 	if err != nil || !ok {

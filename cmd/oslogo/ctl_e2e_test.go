@@ -128,7 +128,7 @@ func ctlQueues(t *testing.T, amqpURL string) *amqp.Connection {
 func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 	rmq := startCtlRabbit(t)
 	emb := startEmbedded(t, t.TempDir())
-	targets := []ctlTarget{{"embedded", emb.amqpURL, emb.apiURL}, {"rabbitmq", rmq.amqpURL, rmq.apiURL}}
+	targets := []ctlTarget{{"embedded", emb.amqpURL, emb.apiURL}, {"rabbitmq", rmq.AMQPURL, rmq.APIURL}}
 	conns := map[string]*amqp.Connection{}
 	for _, tg := range targets {
 		conns[tg.name] = ctlQueues(t, tg.amqpURL)
@@ -164,10 +164,10 @@ func TestCtlAgainstEmbeddedAndRabbitMQ(t *testing.T) {
 	} {
 		header := !slices.Contains(args, "--no-table-headers")
 		ours := sortedRows(rabbitCtl.waitCtl(t, func(s string) bool {
-			theirs, err := rmq.ctl(args...)
+			theirs, err := rmq.Ctl(args...)
 			return err == nil && sortedRows(s, header) == sortedRows(theirs, header)
 		}, args...), header)
-		theirs, _ := rmq.ctl(args...)
+		theirs, _ := rmq.Ctl(args...)
 		if ours != sortedRows(theirs, header) {
 			t.Errorf("oslogo ctl %v:\n%s\nrabbitmqctl:\n%s", args, ours, theirs)
 		}

@@ -244,6 +244,22 @@ func listQueues(t testing.TB, u string) map[string]string {
 	return m
 }
 
+// amqpChannelAt opens a channel on a plain amqp091 connection to the
+// transport URL rabbitURL (rabbit://); cleanup closes the connection.
+func amqpChannelAt(t testing.TB, rabbitURL string) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(strings.Replace(rabbitURL, "rabbit://", "amqp://", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
 func mustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(s)
@@ -261,16 +277,7 @@ func mustURL(t testing.TB, s string) *url.URL {
 // where a quorum one is asked for) is returned with RabbitMQ's text.
 func TestKollaDurableFallback(t *testing.T) {
 	u := testrabbit.NewVhost(t, "fallback")
-	amqpURL := strings.Replace(u, "rabbit://", "amqp://", 1)
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := amqpChannelAt(t, u)
 	for _, x := range []string{"fb_durable", "fb_quorum"} {
 		if err := ch.ExchangeDeclare(x, amqp.ExchangeTopic, false, false, false, false, nil); err != nil {
 			t.Fatal(err)
@@ -363,15 +370,7 @@ func TestStreamFanoutCancelReadsFromLast(t *testing.T) {
 	}
 	cast(0, 10)
 	expect(0, 10)
-	conn, err := amqp.Dial(strings.Replace(env.url, "rabbit://", "amqp://", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := amqpChannelAt(t, env.url)
 	if _, err := ch.QueueDelete(topic+"_fanout", false, false, false); err != nil {
 		t.Fatal(err)
 	}
