@@ -54,31 +54,11 @@ func openGo18(t *testing.T, u, conf, processname string) *messaging.Transport {
 	return tr
 }
 
-// startEmbedded18 starts the embedded broker, with a data directory as a
-// deployment has, on a free loopback port and returns its rabbit:// URL.
+// startEmbedded18 starts the embedded broker with a data directory, as a
+// deployment has it, and returns its rabbit:// URL.
 func startEmbedded18(t *testing.T) string {
 	t.Helper()
-	opts := broker.DefaultOptions()
-	opts.AMQPAddr = "127.0.0.1:0"
-	opts.DataDir = t.TempDir()
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("broker shutdown: %v", err)
-		}
-	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("embedded broker not ready")
-	}
-	return fmt.Sprintf("rabbit://guest:guest@%s/", s.Addr())
+	return startEmbeddedWith(t, func(o *broker.Options) { o.DataDir = t.TempDir() })
 }
 
 const (

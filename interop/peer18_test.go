@@ -52,8 +52,17 @@ func TestPeer18EmbeddedBroker(t *testing.T) {
 // returns its rabbit:// URL.
 func startEmbedded(t *testing.T) string {
 	t.Helper()
+	return startEmbeddedWith(t, nil)
+}
+
+// startEmbeddedWith is startEmbedded with options changed by set.
+func startEmbeddedWith(t *testing.T, set func(*broker.Options)) string {
+	t.Helper()
 	opts := broker.DefaultOptions()
 	opts.AMQPAddr = "127.0.0.1:0"
+	if set != nil {
+		set(&opts)
+	}
 	s, err := broker.New(opts)
 	if err != nil {
 		t.Fatal(err)
