@@ -192,6 +192,7 @@ type DefinitionsError struct {
 	Reason string
 }
 
+// Error is the refusal with its reason, as RabbitMQ words it.
 func (e *DefinitionsError) Error() string { return "broker: definitions: " + e.Reason }
 
 func defErr(format string, a ...any) error {

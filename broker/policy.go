@@ -46,6 +46,7 @@ type PolicyError struct {
 	Reason string
 }
 
+// Error is the refusal with its reason, as RabbitMQ words it.
 func (e *PolicyError) Error() string { return "broker: policy: " + e.Reason }
 
 // policyKeysIgnored are settings RabbitMQ 3.10 accepts that have no effect
