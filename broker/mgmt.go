@@ -470,13 +470,7 @@ func (s *Server) Nodes() []NodeInfo {
 func (a *mgmtAPI) nodes(m *mgmtRequest) { m.writeList(a.s.Nodes()) }
 
 func (a *mgmtAPI) vhosts(m *mgmtRequest) {
-	out := []VHostInfo{}
-	for _, v := range a.s.VHosts() {
-		if m.seesVHost(v.Name) {
-			out = append(out, v)
-		}
-	}
-	m.writeList(out)
+	m.writeList(visible(m, a.s.VHosts(), func(v VHostInfo) string { return v.Name }))
 }
 
 func (a *mgmtAPI) vhost(m *mgmtRequest) {
@@ -506,6 +500,17 @@ func orEmpty[T any](v []T) []T {
 	return v
 }
 
+// visible is items without those in vhosts the request's user may not see.
+func visible[T any](m *mgmtRequest, items []T, vhostOf func(T) string) []T {
+	out := []T{}
+	for _, x := range items {
+		if m.seesVHost(vhostOf(x)) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 func (a *mgmtAPI) queues(m *mgmtRequest) {
 	vh, ok := m.vhostParam(a.s)
 	if !ok {
@@ -516,13 +521,7 @@ func (a *mgmtAPI) queues(m *mgmtRequest) {
 		writeNotFound(m.w)
 		return
 	}
-	out := []QueueInfo{}
-	for _, q := range qs {
-		if m.seesVHost(q.VHost) {
-			out = append(out, q)
-		}
-	}
-	m.writeList(out)
+	m.writeList(visible(m, qs, func(q QueueInfo) string { return q.VHost }))
 }
 
 func (a *mgmtAPI) queue(m *mgmtRequest) {
@@ -548,13 +547,7 @@ func (a *mgmtAPI) exchanges(m *mgmtRequest) {
 		writeNotFound(m.w)
 		return
 	}
-	out := []ExchangeInfo{}
-	for _, e := range exs {
-		if m.seesVHost(e.VHost) {
-			out = append(out, e)
-		}
-	}
-	m.writeList(out)
+	m.writeList(visible(m, exs, func(e ExchangeInfo) string { return e.VHost }))
 }
 
 // exchangeName maps the path's name to the broker's: the default exchange
@@ -590,13 +583,7 @@ func (a *mgmtAPI) bindings(m *mgmtRequest) {
 		writeNotFound(m.w)
 		return
 	}
-	out := []BindingInfo{}
-	for _, b := range bs {
-		if m.seesVHost(b.VHost) {
-			out = append(out, b)
-		}
-	}
-	m.writeList(out)
+	m.writeList(visible(m, bs, func(b BindingInfo) string { return b.VHost }))
 }
 
 func (a *mgmtAPI) connections(m *mgmtRequest) {
@@ -666,13 +653,7 @@ func (a *mgmtAPI) consumers(m *mgmtRequest) {
 		writeNotFound(m.w)
 		return
 	}
-	out := []ConsumerInfo{}
-	for _, c := range cs {
-		if m.seesVHost(c.Queue.VHost) {
-			out = append(out, c)
-		}
-	}
-	m.writeList(out)
+	m.writeList(visible(m, cs, func(c ConsumerInfo) string { return c.Queue.VHost }))
 }
 
 // amqpSession is an in-process AMQP connection and channel opened as the
