@@ -52,15 +52,14 @@ func (d *Driver) ListenNotifications(ctx context.Context, targets []driver.Notif
 
 // notifyListener is a notification listener's consumer.
 type notifyListener struct {
-	d       *Driver
-	c       *consumer
-	targets []driver.NotificationTarget
-	pool    string
-	out     chan *notifyIncoming
-	closeCh chan struct{}
-	closeMu sync.Mutex
-	closed  bool
-	done    chan struct{}
+	d         *Driver
+	c         *consumer
+	targets   []driver.NotificationTarget
+	pool      string
+	out       chan *notifyIncoming
+	closeCh   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
 
 	dmu   sync.Mutex
 	dedup *dedup
@@ -170,12 +169,7 @@ func (l *notifyListener) Stop() { l.c.stop() }
 // back to their queues.
 func (l *notifyListener) Close() error {
 	l.c.stop()
-	l.closeMu.Lock()
-	if !l.closed {
-		l.closed = true
-		close(l.closeCh)
-	}
-	l.closeMu.Unlock()
+	l.closeOnce.Do(func() { close(l.closeCh) })
 	<-l.done
 	l.d.removeListener(l)
 	return nil

@@ -55,15 +55,14 @@ func (d *Driver) Listen(ctx context.Context, target driver.Target) (driver.RPCLi
 // request when it takes it for dispatch: until then the broker still
 // owns them, and delivers them again if the connection drops.
 type rpcListener struct {
-	d       *Driver
-	c       *consumer
-	target  driver.Target
-	fanoutQ string
-	out     chan *rpcIncoming
-	closeCh chan struct{}
-	closeMu sync.Mutex
-	closed  bool
-	done    chan struct{}
+	d         *Driver
+	c         *consumer
+	target    driver.Target
+	fanoutQ   string
+	out       chan *rpcIncoming
+	closeCh   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
 
 	amu     sync.Mutex                // held while a request is acknowledged and handed over
 	dedup   *dedup                    // guarded by amu
@@ -284,12 +283,7 @@ func (l *rpcListener) Stop() { l.c.stop() }
 // Close stops, deletes the fanout queue and closes the connection.
 func (l *rpcListener) Close() error {
 	l.c.stop()
-	l.closeMu.Lock()
-	if !l.closed {
-		l.closed = true
-		close(l.closeCh)
-	}
-	l.closeMu.Unlock()
+	l.closeOnce.Do(func() { close(l.closeCh) })
 	<-l.done
 	l.d.removeListener(l)
 	return nil
